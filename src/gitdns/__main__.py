@@ -1,0 +1,5 @@
+"""`python -m gitdns` runs the command line."""
+
+from gitdns.cli import main
+
+raise SystemExit(main())
