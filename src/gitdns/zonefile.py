@@ -1,0 +1,264 @@
+"""Master files (RFC 1035 section 5) to zones, with the checks a primary must make.
+
+Rules this module keeps:
+- Parsing is dnspython's `dns.zonefile.Reader`; we only feed it a sink that remembers the line of
+  every record, so each error names the file and the line an operator has to fix.
+- `$INCLUDE` is refused (the repository is the only source); `$ORIGIN`, `$TTL`, `$GENERATE` work.
+- A zone that breaks a rule is returned with its errors and is never served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import dns.exception
+import dns.name
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
+import dns.rrset
+import dns.tokenizer
+import dns.zonefile
+
+from gitdns.zone import Zone
+
+A, AAAA, NS, SOA, CNAME, MX, SRV, DNAME = (
+    dns.rdatatype.A,
+    dns.rdatatype.AAAA,
+    dns.rdatatype.NS,
+    dns.rdatatype.SOA,
+    dns.rdatatype.CNAME,
+    dns.rdatatype.MX,
+    dns.rdatatype.SRV,
+    dns.rdatatype.DNAME,
+)
+# Types that may stand beside a CNAME (RFC 2181 10.1, RFC 4035 2.5).
+_CNAME_COMPANIONS = {CNAME, dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.KEY}
+
+
+@dataclass(frozen=True)
+class ZoneError:
+    """One problem in a master file, with where it is."""
+
+    filename: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.filename}:{self.line}" if self.line else self.filename
+        return f"{where}: {self.message}"
+
+
+class ZoneLoadError(Exception):
+    """A master file that cannot be served; `errors` says why, with file and line."""
+
+    def __init__(self, errors: list[ZoneError]):
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
+class _Manager:
+    """What `dns.zonefile.Reader` asks of a transaction's manager."""
+
+    def __init__(self, origin: dns.name.Name):
+        self.origin = origin
+
+    def origin_information(self) -> tuple[dns.name.Name, bool, dns.name.Name]:
+        return (self.origin, False, self.origin)
+
+    def get_class(self) -> dns.rdataclass.RdataClass:
+        return dns.rdataclass.IN
+
+
+class _RecordSink:
+    """Duck-typed stand-in for a dnspython transaction: collects RRsets and the line of each.
+
+    dnspython's own transactions check CNAME-and-other-data without a line number and look
+    nodes up in linear time; this sink does neither, the checks below do them with lines.
+    """
+
+    def __init__(self, origin: dns.name.Name, reader_box: list):
+        self.manager = _Manager(origin)
+        self.rrsets: dict[tuple[dns.name.Name, int, int], dns.rrset.RRset] = {}
+        self.lines: dict[tuple[dns.name.Name, int, int], int] = {}
+        self.out_of_zone: list[tuple[dns.name.Name, int]] = []
+        self.ttl_conflicts: list[tuple[dns.name.Name, int, int]] = []
+        self._reader_box = reader_box
+        self._origin = origin
+
+    def check_put_rdataset(self, _check) -> None:
+        """Checks are made after reading, where lines are known."""
+
+    def _set_origin(self, _origin) -> None:
+        """The zone's origin is fixed by its file name; `$ORIGIN` only moves relative names."""
+
+    def add_unicode(self, _value) -> None:
+        """`$UNICODE` is accepted and has no effect on stored names."""
+
+    def add(self, name: dns.name.Name, ttl: int, rdata) -> None:
+        line = self._reader_box[0].tok.line_number
+        if not name.is_subdomain(self._origin):
+            self.out_of_zone.append((name, line))
+            return
+        key = (name, rdata.rdtype, rdata.covers())
+        rrset = self.rrsets.get(key)
+        if rrset is None:
+            rrset = dns.rrset.RRset(name, dns.rdataclass.IN, rdata.rdtype, rdata.covers())
+            self.rrsets[key] = rrset
+            self.lines[key] = line
+        elif rrset.ttl != ttl:
+            # RFC 2181 5.2: one TTL per RRset; like BIND we keep the lowest and warn.
+            self.ttl_conflicts.append((name, rdata.rdtype, line))
+            ttl = min(ttl, rrset.ttl)
+        rrset.add(rdata, ttl)
+
+
+def parse_zone(
+    text: str | bytes, origin: dns.name.Name | str, filename: str = "<zone>"
+) -> tuple[Zone, list[str]]:
+    """Parse and check one master file; returns the zone and warnings, or raises ZoneLoadError."""
+    if isinstance(origin, str):
+        origin = dns.name.from_text(origin)
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ZoneLoadError([ZoneError(filename, None, f"not UTF-8 text: {e}")]) from None
+    box: list = []
+    sink = _RecordSink(origin, box)
+    tok = dns.tokenizer.Tokenizer(text, filename)
+    reader = dns.zonefile.Reader(tok, dns.rdataclass.IN, sink, allow_include=False)  # type: ignore[arg-type]
+    # The Reader silently drops records outside the zone; we want to report them instead,
+    # so it is told that every name is inside and the sink sorts them out.
+    reader.zone_origin = dns.name.root
+    box.append(reader)
+    try:
+        reader.read()
+    except dns.exception.SyntaxError as e:
+        msg = str(e)
+        prefix = f"{filename}:"
+        line: int | None = None
+        if msg.startswith(prefix):
+            rest = msg[len(prefix) :]
+            num, _, detail = rest.partition(":")
+            if num.isdigit():
+                line, msg = int(num), detail.strip()
+        raise ZoneLoadError([ZoneError(filename, line, msg)]) from None
+    except (dns.exception.DNSException, ValueError, UnicodeError) as e:
+        raise ZoneLoadError(
+            [ZoneError(filename, tok.line_number, f"{type(e).__name__}: {e}")]
+        ) from None
+    errors, warnings = check_records(origin, sink, filename)
+    if errors:
+        raise ZoneLoadError(errors)
+    return Zone(origin, sink.rrsets.values()), warnings
+
+
+def check_records(
+    origin: dns.name.Name, sink: _RecordSink, filename: str
+) -> tuple[list[ZoneError], list[str]]:
+    """The rules a primary enforces before serving (as BIND's check-integrity does)."""
+    errors: list[ZoneError] = []
+    warnings: list[str] = []
+    rrsets, lines = sink.rrsets, sink.lines
+
+    def err(line: int | None, msg: str) -> None:
+        errors.append(ZoneError(filename, line, msg))
+
+    for name, line in sink.out_of_zone:
+        err(line, f"{name} is outside the zone {origin}")
+    for name, rdtype, line in sink.ttl_conflicts:
+        warnings.append(
+            f"{filename}:{line}: TTL of {name} {dns.rdatatype.to_text(rdtype)} differs from "
+            "the rest of its RRset; the lowest is used"
+        )
+
+    by_name: dict[dns.name.Name, set[int]] = {}
+    for name, rdtype, _covers in rrsets:
+        by_name.setdefault(name, set()).add(rdtype)
+
+    soas = [(k, r) for k, r in rrsets.items() if k[1] == SOA]
+    apex_soa = rrsets.get((origin, SOA, 0))
+    if apex_soa is None:
+        err(None, f"no SOA record at the zone apex {origin}")
+    elif len(apex_soa) != 1:
+        err(lines[(origin, SOA, 0)], f"{len(apex_soa)} SOA records at {origin}; exactly one is allowed")
+    for key, _r in soas:
+        if key[0] != origin:
+            err(lines[key], f"SOA record at {key[0]}, below the apex of {origin}")
+    if (origin, NS, 0) not in rrsets:
+        err(None, f"no NS records at the zone apex {origin}")
+
+    cuts = {n for n, types in by_name.items() if NS in types and n != origin}
+
+    def below_cut(name: dns.name.Name) -> dns.name.Name | None:
+        n = name
+        while n != origin:
+            if n in cuts and n != name:
+                return n
+            n = n.parent()
+        return None
+
+    for name, types in by_name.items():
+        if CNAME in types and types - _CNAME_COMPANIONS:
+            others = ", ".join(sorted(dns.rdatatype.to_text(t) for t in types - _CNAME_COMPANIONS))
+            err(lines[(name, CNAME, 0)], f"CNAME at {name} beside other data ({others})")
+        if CNAME in types and len(rrsets[(name, CNAME, 0)]) > 1:
+            err(lines[(name, CNAME, 0)], f"more than one CNAME record at {name}")
+        if DNAME in types and len(rrsets[(name, DNAME, 0)]) > 1:
+            err(lines[(name, DNAME, 0)], f"more than one DNAME record at {name}")
+        cut = below_cut(name)
+        occluded = types - {A, AAAA}
+        if cut is not None and occluded:
+            kinds = ", ".join(sorted(dns.rdatatype.to_text(t) for t in occluded))
+            line = min(lines[(name, t, 0)] for t in occluded if (name, t, 0) in lines)
+            warnings.append(
+                f"{filename}:{line}: {name} {kinds} lies below the delegation {cut} "
+                "and is not served (only glue addresses are)"
+            )
+
+    def has_address(target: dns.name.Name) -> bool:
+        types = by_name.get(target, ())
+        return A in types or AAAA in types
+
+    for (name, rdtype, _c), rrset in rrsets.items():
+        if rdtype not in (NS, MX, SRV):
+            continue
+        for rd in rrset:
+            target = rd.exchange if rdtype == MX else rd.target
+            if rdtype != NS and target == dns.name.root:
+                continue  # "null MX" (RFC 7505) and SRV "." name no host
+            if not target.is_subdomain(origin):
+                continue
+            tname = dns.rdatatype.to_text(rdtype)
+            # A mail or service target below a delegation is the child zone's business;
+            # an NS target inside the zone always needs an address here (glue or not).
+            if rdtype != NS and (below_cut(target) or target in cuts):
+                continue
+            if not has_address(target):
+                kind = "glue" if rdtype == NS and name != origin else "address"
+                err(
+                    lines[(name, rdtype, 0)],
+                    f"{tname} {name} -> {target}: the target is inside the zone "
+                    f"but has no {kind} (A or AAAA) record",
+                )
+    return errors, warnings
+
+
+def zone_name_from_filename(filename: str) -> dns.name.Name:
+    """`example.com` -> `example.com.`; the repository names every zone file after its zone."""
+    return dns.name.from_text(filename.rstrip("."), dns.name.root)
+
+
+def check_serial_increase(old: Zone, new: Zone) -> str | None:
+    """None if `new` is a valid successor of `old` (RFC 1982 serial arithmetic), else why not."""
+    from gitdns.serial import serial_gt
+
+    if not serial_gt(new.serial, old.serial):
+        return f"SOA serial {new.serial} is not greater than the old serial {old.serial}"
+    return None
+
+
+def format_errors(errors: Iterable[ZoneError]) -> str:
+    return "\n".join(str(e) for e in errors)
