@@ -78,13 +78,13 @@ class _RecordSink:
     nodes up in linear time; this sink does neither, the checks below do them with lines.
     """
 
-    def __init__(self, origin: dns.name.Name, reader_box: list):
+    def __init__(self, origin: dns.name.Name):
         self.manager = _Manager(origin)
+        self.line = 0  # where the record being read starts; set by _LineReader
         self.rrsets: dict[tuple[dns.name.Name, int, int], dns.rrset.RRset] = {}
         self.lines: dict[tuple[dns.name.Name, int, int], int] = {}
         self.out_of_zone: list[tuple[dns.name.Name, int]] = []
         self.ttl_conflicts: list[tuple[dns.name.Name, int, int]] = []
-        self._reader_box = reader_box
         self._origin = origin
 
     def check_put_rdataset(self, _check) -> None:
@@ -97,7 +97,7 @@ class _RecordSink:
         """`$UNICODE` is accepted and has no effect on stored names."""
 
     def add(self, name: dns.name.Name, ttl: int, rdata) -> None:
-        line = self._reader_box[0].tok.line_number
+        line = self.line
         if not name.is_subdomain(self._origin):
             self.out_of_zone.append((name, line))
             return
@@ -114,6 +114,43 @@ class _RecordSink:
         rrset.add(rdata, ttl)
 
 
+class _RecordError(Exception):
+    """A record that does not parse, with the line where it starts."""
+
+    def __init__(self, line: int, detail: str):
+        super().__init__(detail)
+        self.line = line
+
+
+class _LineReader(dns.zonefile.Reader):
+    """dnspython's Reader, telling the sink on which line each record starts.
+
+    dnspython reports a bad record at the line where its tokenizer stopped, which is often the
+    next one; errors are caught here and reported at the record's own first line instead.
+    """
+
+    def _rr_line(self) -> None:
+        self.txn.line = line = self.tok.line_number
+        try:
+            super()._rr_line()
+        except (dns.exception.DNSException, ValueError, UnicodeError) as e:
+            raise _RecordError(line, _describe(e)) from None
+
+    def _generate_line(self) -> None:
+        self.txn.line = line = self.tok.line_number
+        try:
+            super()._generate_line()
+        except (dns.exception.DNSException, ValueError, UnicodeError) as e:
+            raise _RecordError(line, _describe(e)) from None
+
+
+def _describe(e: Exception) -> str:
+    text = str(e).strip().rstrip(".")
+    if isinstance(e, dns.exception.SyntaxError) or not text:
+        return f"syntax error: {text or type(e).__name__}"
+    return f"{type(e).__name__}: {text}"
+
+
 def parse_zone(
     text: str | bytes, origin: dns.name.Name | str, filename: str = "<zone>"
 ) -> tuple[Zone, list[str]]:
@@ -125,16 +162,18 @@ def parse_zone(
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ZoneLoadError([ZoneError(filename, None, f"not UTF-8 text: {e}")]) from None
-    box: list = []
-    sink = _RecordSink(origin, box)
+    sink = _RecordSink(origin)
     tok = dns.tokenizer.Tokenizer(text, filename)
-    reader = dns.zonefile.Reader(tok, dns.rdataclass.IN, sink, allow_include=False)  # type: ignore[arg-type]
+    reader = _LineReader(tok, dns.rdataclass.IN, sink, allow_include=False)  # type: ignore[arg-type]
     # The Reader silently drops records outside the zone; we want to report them instead,
     # so it is told that every name is inside and the sink sorts them out.
     reader.zone_origin = dns.name.root
-    box.append(reader)
     try:
         reader.read()
+    except _RecordError as e:
+        lines = text.splitlines()
+        record = lines[e.line - 1].strip() if 0 < e.line <= len(lines) else ""
+        raise ZoneLoadError([ZoneError(filename, e.line, f"{e} in `{record}`")]) from None
     except dns.exception.SyntaxError as e:
         msg = str(e)
         prefix = f"{filename}:"

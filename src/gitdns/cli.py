@@ -1,0 +1,285 @@
+"""The `gitdns` command: option parsing and the small client tools. The work is elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from gitdns import __version__
+
+EXAMPLE_ZONE = """\
+; example.test -- an example zone made by `gitdns init`.
+; Every top-level file of this repository is one zone, named by the zone.
+; Edit, raise the serial, commit and push; then `gitdns notify` (or SIGHUP) reloads the server.
+$ORIGIN example.test.
+$TTL 3600
+@       IN SOA  ns1 hostmaster (
+                1          ; serial: raise it on every change
+                86400      ; refresh
+                7200       ; retry
+                1048576    ; expire
+                300 )      ; minimum: negative answers are cached this long
+        IN NS   ns1
+        IN NS   ns2
+        IN MX   10 mail
+        IN TXT  "v=spf1 mx -all"
+ns1     IN A    192.0.2.1       ; glue for the name servers
+ns2     IN A    192.0.2.2
+        IN AAAA 2001:db8::2
+mail    IN A    192.0.2.25
+        IN AAAA 2001:db8::25
+www     IN A    192.0.2.80
+        IN AAAA 2001:db8::80
+web     IN CNAME www            ; an alias
+*.users IN TXT  "any name under users.example.test answers this"
+"""
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _default_data_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/gitdns")
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "gitdns"
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gitdns.gitrepo import GitError
+    from gitdns.net.server import ListenAddress
+    from gitdns.primary import Primary, PrimaryConfig
+
+    try:
+        listen = [ListenAddress.parse(a) for a in (args.listen or ["[::]:53", "0.0.0.0:53"])]
+    except (ValueError, OSError) as e:
+        print(f"gitdns serve: bad --listen address: {e}", file=sys.stderr)
+        return 2
+    config = PrimaryConfig(
+        remote=args.remote,
+        data_dir=Path(args.data_dir or _default_data_dir()).absolute(),
+        listen=listen,
+        branch=args.branch,
+        log_queries=args.log_queries,
+        poll=args.poll,
+    )
+    primary = Primary(config)
+    try:
+        _run(primary.run())
+    except GitError as e:
+        logging.getLogger("gitdns").error("%s", e)
+        return 1
+    except PermissionError as e:
+        logging.getLogger("gitdns").error(
+            "%s: ports below 1024 need root or CAP_NET_BIND_SERVICE; try --listen 127.0.0.1:5353", e
+        )
+        return 1
+    except OSError as e:
+        logging.getLogger("gitdns").error("cannot listen: %s", e)
+        return 1
+    return 0
+
+
+def _run(coro) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)
+
+
+# -- init ---------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from dulwich import porcelain
+
+    from gitdns.keys import dnskey_line, generate_secret
+
+    path = Path(args.directory)
+    if (path / ".git").exists() or (path.exists() and any(path.iterdir())):
+        print(f"gitdns init: {path} exists and is not empty; nothing done", file=sys.stderr)
+        return 1
+    path.mkdir(parents=True, exist_ok=True)
+    keyname = "personal._update.example.test"
+    secret = generate_secret(163)
+    (path / "example.test").write_text(EXAMPLE_ZONE)
+    (path / "_keys").write_text(
+        "; TSIG secrets (never served). NAME._update.ZONE may update ZONE and the zones below it;\n"
+        "; _transfer keys may transfer, _notify keys may only notify. DNSKEY 0 3 163 = hmac-sha256.\n"
+        + dnskey_line(keyname, secret, 163)
+        + "\n"
+    )
+    repo = porcelain.init(str(path))
+    try:
+        porcelain.add(repo, [str(path / "example.test"), str(path / "_keys")])
+        porcelain.commit(
+            repo,
+            message=b"gitdns init: example zone and an update key",
+            author=b"gitdns <gitdns@localhost>",
+            committer=b"gitdns <gitdns@localhost>",
+        )
+    finally:
+        repo.close()
+    port = args.port
+    print(f"""Created the zone repository {path}/ with:
+  example.test   an example zone (SOA, NS with glue, A, AAAA, MX, TXT, CNAME, wildcard)
+  _keys          the TSIG key {keyname} (hmac-sha256)
+
+Serve it on an unprivileged port:
+  gitdns serve --remote {path} --listen 127.0.0.1:{port} --data-dir {path}-data
+
+Then try:
+  dig @127.0.0.1 -p {port} www.example.test A
+  dig @127.0.0.1 -p {port} example.test MX
+  dig @127.0.0.1 -p {port} anything.users.example.test TXT
+  dig @127.0.0.1 -p {port} nope.example.test A +tcp
+
+The update key, for the client tools (keep it secret):
+  {keyname}:hmac-sha256:{secret}
+  hmac-sha256:{keyname}:{secret}     (dig -y, nsupdate -y)""")
+    return 0
+
+
+# -- check --------------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import dns.exception
+
+    from gitdns.zonefile import ZoneLoadError, check_serial_increase, parse_zone
+    from gitdns.zonefile import zone_name_from_filename as origin_of
+
+    path = Path(args.zonefile)
+    try:
+        origin = origin_of(args.zone) if args.zone else origin_of(path.name)
+    except dns.exception.DNSException as e:
+        print(f"{path}: cannot tell the zone name ({e}); give it with --zone", file=sys.stderr)
+        return 1
+    try:
+        text = path.read_bytes()
+    except OSError as e:
+        print(f"{path}: {e.strerror}", file=sys.stderr)
+        return 1
+    try:
+        zone, warnings = parse_zone(text, origin, str(path))
+    except ZoneLoadError as e:
+        for err in e.errors:
+            print(err, file=sys.stderr)
+        return 1
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.old:
+        old_path = Path(args.old)
+        try:
+            old, _ = parse_zone(old_path.read_bytes(), origin, str(old_path))
+        except OSError as e:
+            print(f"{old_path}: {e.strerror}", file=sys.stderr)
+            return 1
+        except ZoneLoadError:
+            old = None  # the old version was broken: any good new version is an improvement
+        if old is not None and _zone_content(old) != _zone_content(zone):
+            problem = check_serial_increase(old, zone)
+            if problem:
+                print(f"{path}: {problem}; raise the serial so secondaries see the change",
+                      file=sys.stderr)
+                return 1
+    print(f"{path}: zone {origin} OK, serial {zone.serial}, {zone.record_count} records")
+    return 0
+
+
+def _zone_content(zone) -> set:
+    """Every record except the SOA serial, to tell whether the zone changed at all."""
+    out = set()
+    for rrset in zone.rrsets():
+        for rd in rrset:
+            text = rd.to_text()
+            if rrset.rdtype == 6:
+                text = text.split()[:2] + text.split()[3:]
+                text = " ".join(text)
+            out.add((rrset.name, rrset.rdtype, rrset.ttl, text))
+    return out
+
+
+# -- keygen -------------------------------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from gitdns.keys import ALGORITHM_NUMBERS, algorithm_number, dnskey_line, generate_secret
+
+    try:
+        number = algorithm_number(args.algorithm)
+    except ValueError as e:
+        print(f"gitdns keygen: {e}", file=sys.stderr)
+        return 2
+    name = args.name.rstrip(".")
+    alg = ALGORITHM_NUMBERS[number].to_text().rstrip(".")
+    secret = generate_secret(number)
+    print(f"; for a _keys file of the zone repository:\n{dnskey_line(name, secret, number)}")
+    print(f"; for gitdns --key:\n{name}:{alg}:{secret}")
+    print(f"; for dig -y / nsupdate -y:\n{alg}:{name}:{secret}")
+    return 0
+
+
+# -- the parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gitdns", description="An authoritative DNS server whose zones live in git."
+    )
+    parser.add_argument("--version", action="version", version=f"gitdns {__version__}")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"], help="default: info")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the primary server on a git repository of zones")
+    p.add_argument("--remote", required=True,
+                   help="the zone repository: a local path, file://, http(s)://, ssh://")
+    p.add_argument("--branch", help="branch to serve (default: the remote's default branch)")
+    p.add_argument("--listen", action="append", metavar="ADDR:PORT",
+                   help="address to answer on, UDP and TCP; repeatable "
+                        "(default: [::]:53 and 0.0.0.0:53)")
+    p.add_argument("--data-dir", help="where the local clone lives "
+                   "(default: /var/lib/gitdns as root, else ~/.local/state/gitdns)")
+    p.add_argument("--poll", type=float, metavar="SECONDS", help="also pull on this timer")
+    p.add_argument("--log-queries", action="store_true", help="log every query and its rcode")
+    p.add_argument("--log-level", default=argparse.SUPPRESS,
+                   choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("init", help="create a demo zone repository")
+    p.add_argument("directory")
+    p.add_argument("--port", type=int, default=5353, help="port shown in the instructions")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("check", help="check a zone file (usable as a git pre-commit hook)")
+    p.add_argument("zonefile")
+    p.add_argument("--old", help="the previous version: the serial must have increased")
+    p.add_argument("--zone", help="zone name (default: the file name)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("keygen", help="make a TSIG secret")
+    p.add_argument("name", help="key name, e.g. personal._update.example.test")
+    p.add_argument("--algorithm", default="hmac-sha256")
+    p.set_defaults(func=cmd_keygen)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    return args.func(args)

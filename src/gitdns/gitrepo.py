@@ -1,0 +1,487 @@
+"""The git edge of the server: clone or reuse the zone repository, fetch, fast-forward, read blobs.
+
+Rules this module keeps:
+- A clone at `path` is never deleted or overwritten: a clone of another remote, or a directory that
+  is not a clone, is refused with a GitError. A new clone is built beside `path` and renamed into
+  place, so a failed clone leaves nothing behind and a half-made clone is never served.
+- The branch and the working tree only ever move forward (fast-forward); local commits the remote
+  lacks are kept. When the remote cannot be reached, an existing clone is served as it is.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+from urllib.parse import unquote, urlsplit
+
+import urllib3.exceptions
+from dulwich import porcelain
+from dulwich.client import (
+    FetchPackResult,
+    GitClient,
+    default_local_git_client_cls,
+    get_transport_and_path,
+)
+from dulwich.config import ConfigDict
+from dulwich.errors import GitProtocolError, NotGitRepository
+from dulwich.graph import can_fast_forward
+from dulwich.objects import Blob, Commit, Tree
+from dulwich.repo import Repo
+
+log = logging.getLogger("gitdns.git")
+
+_Obj = TypeVar("_Obj", Commit, Tree, Blob)
+
+#: Seconds an HTTP(S) remote may stay silent before a fetch gives up; the server retries later.
+NETWORK_TIMEOUT = 30.0
+
+_HEAD = b"HEAD"
+_HEADS = b"refs/heads/"
+_ORIGIN = b"origin"
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ssh": 22, "git+ssh": 22, "git": 9418}
+
+#: What a transport raises when the remote is down, missing, refuses us or talks nonsense.
+#: (ssh will add paramiko.SSHException here.)
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    GitProtocolError,
+    NotGitRepository,
+    urllib3.exceptions.HTTPError,
+)
+
+
+class GitError(Exception):
+    """A git operation failed; the message says what the operator should check."""
+
+
+def _is_local_path(remote: str) -> bool:
+    """git's rule: no `scheme://`, and no `host:` before the first slash, means a local path.
+
+    dulwich alone would read `/srv/a:b` as the ssh host `/srv/a`.
+    """
+    if "://" in remote:
+        return False
+    colon = remote.find(":")
+    return colon < 0 or "/" in remote[:colon]
+
+
+def _client_and_path(remote: str) -> tuple[GitClient, str]:
+    """The dulwich client and the path on the remote for `remote`; the one place a transport is
+    chosen, so ssh (key, pinned host key) is added here alone."""
+    if _is_local_path(remote):
+        return default_local_git_client_cls(), str(Path(remote).expanduser().absolute())
+    config = ConfigDict()
+    config.set((b"http",), b"timeout", str(NETWORK_TIMEOUT).encode())
+    try:
+        return get_transport_and_path(remote, config=config, quiet=True)
+    except ValueError as e:
+        raise GitError(f"unsupported git remote {_display(remote)}: {e}") from e
+
+
+def _display(remote: str) -> str:
+    """`remote` with any password replaced, fit for logs and error messages."""
+    if _is_local_path(remote):
+        return remote
+    parts = urlsplit(remote)
+    if parts.password is None:
+        return remote
+    netloc = f"{parts.username}:***@{parts.hostname}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _remote_key(remote: str) -> tuple[object, ...]:
+    """What identifies a remote: two spellings of one repository (relative and absolute path,
+    `file://` URL, a changed password, a default port) compare equal."""
+    if _is_local_path(remote):
+        return ("file", str(Path(remote).expanduser().resolve()))
+    parts = urlsplit(remote)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return ("file", str(Path(unquote(parts.path)).resolve()))
+    if not scheme:  # scp-like user@host:path
+        user_host, _, path = remote.partition(":")
+        user, _, host = user_host.rpartition("@")
+        return ("ssh", user or None, host.lower(), 22, path.rstrip("/"))
+    if scheme == "git+ssh":
+        scheme = "ssh"
+    return (
+        scheme,
+        parts.username,
+        (parts.hostname or "").lower(),
+        parts.port or _DEFAULT_PORTS.get(scheme),
+        parts.path.rstrip("/"),
+    )
+
+
+def _stored_location(remote: str) -> str:
+    """What goes into the clone's `remote.origin.url`: a local path made absolute, so the clone
+    still finds its remote when the server is started from another directory."""
+    if _is_local_path(remote):
+        return str(Path(remote).expanduser().absolute())
+    return remote
+
+
+def _cause(remote: str, e: BaseException) -> str:
+    """The underlying reason, in the words an operator knows (strerror rather than a repr)."""
+    if isinstance(e, NotGitRepository):
+        key = _remote_key(remote)
+        if key[0] == "file" and not os.path.exists(str(key[1])):
+            return os.strerror(errno.ENOENT)
+        return "not a git repository"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
+
+
+def _short(commit: bytes | None) -> str:
+    return commit[:7].decode() if commit else "(none)"
+
+
+def _pick_branch(result: FetchPackResult, remote: str) -> bytes:
+    """The branch a clone follows when none was asked for: the remote's HEAD, else main, else
+    master (what an operator who never named a branch expects)."""
+    refs = result.refs
+    target = result.symrefs.get(_HEAD)
+    if target and target.startswith(_HEADS) and refs.get(target):
+        return target[len(_HEADS) :]
+    head = refs.get(_HEAD)
+    if head:  # no symref advertised (old server, dumb http): the branch HEAD points at
+        same = sorted(r for r, sha in refs.items() if r.startswith(_HEADS) and sha == head)
+        if len(same) == 1:
+            return same[0][len(_HEADS) :]
+    for name in (b"main", b"master"):
+        if refs.get(_HEADS + name):
+            return name
+    branches = sorted(
+        r[len(_HEADS) :].decode(errors="replace") for r in refs if r.startswith(_HEADS)
+    )
+    if not branches:
+        raise GitError(f"git remote {_display(remote)} has no branches (an empty repository?)")
+    raise GitError(
+        f"git remote {_display(remote)} has no HEAD, main or master branch; "
+        f"choose one of {', '.join(branches)} with --branch"
+    )
+
+
+def _fetch(repo: Repo, remote: str, branch: bytes | None) -> tuple[FetchPackResult, bytes | None]:
+    """Fetch `branch` (None: the candidates for the default branch) of `remote` into `repo`.
+
+    Returns the fetch result and the branch's remote tip (None when the remote lacks it).
+    Only the wanted branch is transferred: a zone repository's other branches are not ours.
+    """
+    client, path = _client_and_path(remote)
+    if branch is None:
+        names = [_HEAD, _HEADS + b"main", _HEADS + b"master"]
+        prefixes = [_HEAD, _HEADS]
+    else:
+        names = [_HEADS + branch]
+        prefixes = names
+
+    def determine_wants(refs: dict[bytes, bytes], depth: int | None = None) -> list[bytes]:
+        wants = {refs[n] for n in names if refs.get(n)}
+        return [sha for sha in wants if sha not in repo.object_store]
+
+    try:
+        result = client.fetch(path, repo, determine_wants=determine_wants, ref_prefix=prefixes)
+    except _TRANSPORT_ERRORS as e:
+        raise GitError(f"cannot reach git remote {_display(remote)}: {_cause(remote, e)}") from e
+    tip = result.refs.get(_HEADS + branch) if branch is not None else None
+    return result, tip
+
+
+class GitRepo:
+    """A non-bare clone of the zone repository whose working tree follows HEAD.
+
+    Methods are blocking and serialized by a lock: the server calls them from a worker thread,
+    and dulwich's object store is not meant for concurrent use.
+    """
+
+    path: Path
+    remote: str
+    branch: bytes
+
+    def __init__(self, path: Path, remote: str, branch: bytes, repo: Repo) -> None:
+        """Wrap an open clone; use `open_or_clone` rather than calling this."""
+        self.path = path
+        self.remote = remote
+        self.branch = branch
+        self._repo: Repo | None = repo
+        self._lock = threading.RLock()
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open_or_clone(cls, remote: str, path: Path, branch: str | None = None) -> GitRepo:
+        """Clone `remote` into `path`, or reuse the clone already there (after a restart).
+
+        When a clone exists, try to fetch + fast-forward; if the remote is unreachable, log a
+        WARNING (logger "gitdns.git") saying we serve from the local clone at commit X, and
+        return it. If no clone exists and the remote is unreachable: raise GitError.
+        If `path` holds a clone of a *different* remote, raise GitError saying so (never delete
+        it). `branch` None means the remote's default branch (HEAD), falling back to main/master;
+        for an existing clone, None keeps the branch it has checked out.
+        """
+        path = Path(path)
+        want = branch.encode() if branch is not None else None
+        if (path / ".git").exists():
+            return cls._reopen(remote, path, want)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise GitError(
+                f"{path} exists and is not a git clone; refusing to clone {_display(remote)} "
+                "over it (move it away or choose another directory)"
+            )
+        return cls._clone(remote, path, want)
+
+    @classmethod
+    def _clone(cls, remote: str, path: Path, branch: bytes | None) -> GitRepo:
+        """A fresh clone, built in a temporary directory beside `path` and renamed into place."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.clone-", dir=path.parent))
+        try:
+            repo = Repo.init(str(tmp))
+            try:
+                try:
+                    result, tip = _fetch(repo, remote, branch)
+                except GitError as e:
+                    raise GitError(f"{e}; there is no local clone at {path} to serve from") from e
+                if branch is None:
+                    branch = _pick_branch(result, remote)
+                    tip = result.refs.get(_HEADS + branch)
+                if not tip:
+                    raise GitError(f"git remote {_display(remote)} has no branch {branch.decode()}")
+                config = repo.get_config()
+                config.set((b"remote", _ORIGIN), b"url", _stored_location(remote).encode())
+                config.set((b"remote", _ORIGIN), b"fetch", b"+refs/heads/*:refs/remotes/origin/*")
+                config.set((b"branch", branch), b"remote", _ORIGIN)
+                config.set((b"branch", branch), b"merge", _HEADS + branch)
+                config.write_to_path()
+                repo.refs[b"refs/remotes/origin/" + branch] = tip
+                repo.refs[_HEADS + branch] = tip
+                repo.refs.set_symbolic_ref(_HEAD, _HEADS + branch)
+                porcelain.reset(repo, "hard", tip)
+            finally:
+                repo.close()
+            if path.exists():
+                path.rmdir()  # an empty directory the operator made for us
+            os.rename(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log.info(
+            "cloned %s (branch %s) into %s at %s",
+            _display(remote),
+            branch.decode(),
+            path,
+            _short(tip),
+        )
+        return cls(path, remote, branch, Repo(str(path)))
+
+    @classmethod
+    def _reopen(cls, remote: str, path: Path, branch: bytes | None) -> GitRepo:
+        """Reuse the clone at `path` after checking it is a clone of `remote`, then bring it up to
+        date if the remote can be reached."""
+        try:
+            repo = Repo(str(path))
+        except NotGitRepository as e:
+            raise GitError(f"{path} has a .git but is not a git repository: {e}") from e
+        self = cls(path, remote, b"", repo)
+        try:
+            config = repo.get_config()
+            try:
+                stored = config.get((b"remote", _ORIGIN), b"url").decode()
+            except KeyError:
+                raise GitError(
+                    f"{path} is a git repository without an 'origin' remote, not a clone of "
+                    f"{_display(remote)}; move it away or choose another directory"
+                ) from None
+            if _remote_key(stored) != _remote_key(remote):
+                raise GitError(
+                    f"{path} is a clone of {_display(stored)}, not of {_display(remote)}; "
+                    "move it away or choose another directory (it is left untouched)"
+                )
+            if stored != _stored_location(remote):  # same repository, new spelling or password
+                config.set((b"remote", _ORIGIN), b"url", _stored_location(remote).encode())
+                config.write_to_path()
+            target = repo.refs.get_symrefs().get(_HEAD)
+            if not target or not target.startswith(_HEADS) or _HEAD not in repo.refs:
+                raise GitError(
+                    f"the clone at {path} has no branch checked out (detached or empty HEAD); "
+                    "check it out by hand or move it away"
+                )
+            self.branch = target[len(_HEADS) :]
+            if branch is not None and branch != self.branch:
+                self._switch_branch(branch)
+            try:
+                self.fast_forward()
+            except GitError as e:
+                log.warning("%s; serving from the local clone at %s", e, _short(self.head()))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _switch_branch(self, branch: bytes) -> None:
+        """Check out `branch` (the operator changed --branch); the old branch's ref is kept, so
+        commits not yet pushed from it are not lost."""
+        repo = self._open()
+        ref = _HEADS + branch
+        if ref not in repo.refs:
+            _, tip = _fetch(repo, self.remote, branch)
+            if not tip:
+                raise GitError(
+                    f"git remote {_display(self.remote)} has no branch {branch.decode()}"
+                )
+            repo.refs[b"refs/remotes/origin/" + branch] = tip
+            repo.refs[ref] = tip
+        log.info(
+            "%s: switching from branch %s to %s", self.path, self.branch.decode(), branch.decode()
+        )
+        repo.refs.set_symbolic_ref(_HEAD, ref)
+        self.branch = branch
+        # The index still describes the old branch's tree, so this also removes its files.
+        porcelain.reset(repo, "hard", repo.refs[ref])
+
+    # -- the operations the server uses --------------------------------------------------------
+
+    def fetch(self) -> bytes | None:
+        """Fetch the branch into refs/remotes/origin/BRANCH; return the remote tip (hex), or None
+        when the remote no longer has the branch (logged). Raises GitError when unreachable."""
+        with self._lock:
+            repo = self._open()
+            _, tip = _fetch(repo, self.remote, self.branch)
+            if not tip:
+                log.warning(
+                    "git remote %s has no branch %s; keeping the local clone at %s",
+                    _display(self.remote),
+                    self.branch.decode(),
+                    _short(self.head()),
+                )
+                return None
+            repo.refs[b"refs/remotes/origin/" + self.branch] = tip
+            return tip
+
+    def fast_forward(self) -> bool:
+        """Fetch, then move branch, HEAD and working tree to the remote tip if that is a pure
+        fast-forward. Returns True if HEAD moved.
+
+        Local commits the remote lacks (ahead, or diverged: logged) are never thrown away here;
+        reconciling them (rebase, push) is the writer's job. Uncommitted edits to tracked files
+        are overwritten: the working tree belongs to this class and follows HEAD.
+        """
+        with self._lock:
+            tip = self.fetch()
+            if tip is None:
+                return False
+            repo = self._open()
+            local = self.head()
+            if tip == local:
+                return False
+            if can_fast_forward(repo, local, tip):
+                porcelain.reset(repo, "hard", tip)
+                log.info(
+                    "%s: fast-forwarded %s from %s to %s",
+                    self.path,
+                    self.branch.decode(),
+                    _short(local),
+                    _short(tip),
+                )
+                return True
+            if not can_fast_forward(repo, tip, local):
+                log.warning(
+                    "the local clone at %s (branch %s at %s) and git remote %s (at %s) have "
+                    "diverged; serving the local commit until they are reconciled",
+                    self.path,
+                    self.branch.decode(),
+                    _short(local),
+                    _display(self.remote),
+                    _short(tip),
+                )
+            return False
+
+    def head(self) -> bytes:
+        """The commit id (hex) HEAD points at."""
+        with self._lock:
+            try:
+                return self._open().refs[_HEAD]
+            except KeyError:
+                raise GitError(f"the clone at {self.path} has no commit on HEAD") from None
+
+    def top_level_files(self, commit: bytes | None = None) -> dict[str, bytes]:
+        """name -> blob id (hex) of every top-level *regular* file in the commit's tree (default
+        HEAD). Dot-files, sub-folders (trees), symlinks and submodules are skipped: the zone
+        repository is flat, and a symlink could point outside it."""
+        with self._lock:
+            commit_id = commit if commit is not None else self.head()
+            obj = self._object(commit_id, Commit, "commit")
+            tree = self._object(obj.tree, Tree, "tree")
+            files: dict[str, bytes] = {}
+            for entry in tree.iteritems():
+                if not stat.S_ISREG(entry.mode) or entry.path.startswith(b"."):
+                    continue
+                try:
+                    name = entry.path.decode("utf-8")
+                except UnicodeDecodeError:
+                    log.warning(
+                        "%s: skipping file %r in commit %s, its name is not UTF-8",
+                        self.path,
+                        entry.path,
+                        _short(commit_id),
+                    )
+                    continue
+                files[name] = entry.sha
+            return files
+
+    def read_blob(self, blob_id: bytes) -> bytes:
+        """The content of blob `blob_id` (hex)."""
+        with self._lock:
+            return self._object(blob_id, Blob, "blob").as_raw_string()
+
+    def close(self) -> None:
+        """Release dulwich's open pack files; safe to call twice."""
+        with self._lock:
+            if self._repo is not None:
+                self._repo.close()
+                self._repo = None
+
+    def __enter__(self) -> GitRepo:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _open(self) -> Repo:
+        if self._repo is None:
+            raise GitError(f"the clone at {self.path} was closed")
+        return self._repo
+
+    def _object(self, sha: bytes, kind: type[_Obj], what: str) -> _Obj:
+        """Object `sha` of the expected type, or a GitError naming what is wrong."""
+        try:
+            obj = self._open().object_store[sha]
+        except (KeyError, ValueError):
+            raise GitError(
+                f"the clone at {self.path} has no {what} {sha.decode(errors='replace')}"
+            ) from None
+        if not isinstance(obj, kind):
+            raise GitError(
+                f"{sha.decode(errors='replace')} in {self.path} is a "
+                f"{obj.type_name.decode()}, not a {what}"
+            )
+        return obj

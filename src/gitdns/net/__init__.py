@@ -1,0 +1,1 @@
+"""The network edge: listeners and clients."""

@@ -1,0 +1,278 @@
+"""UDP and TCP listeners (RFC 1035 4.2, RFC 7766) around a bytes-in, bytes-out handler.
+
+Rules this module keeps:
+- The handler is called once per DNS message; it returns the reply, None for silence, or an
+  awaitable of either (for requests that wait on git). An exception in it is logged and the
+  server goes on; a client can never stop it.
+- TCP: several pipelined queries per connection, answered as they complete, an idle timeout,
+  and frames larger than a DNS message are refused by closing the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from gitdns.core import Request
+
+log = logging.getLogger("gitdns.net")
+
+Reply = bytes | None
+Handler = Callable[[bytes, Request], "Reply | Awaitable[Reply]"]
+TCP_IDLE_TIMEOUT = 10.0  # RFC 7766 6.2.3 suggests seconds, not minutes
+TCP_MAX_PENDING = 64  # outstanding queries per connection before we stop reading
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, default_port: int = 53) -> ListenAddress:
+        """`127.0.0.1:5353`, `[::1]:5353`, `::`, `0.0.0.0`, `:5353` (all addresses)."""
+        text = text.strip()
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else default_port
+        elif text.count(":") == 1:
+            host, _, p = text.partition(":")
+            port = int(p)
+            host = host or "0.0.0.0"
+        else:
+            host, port = text, default_port
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} out of range")
+        socket.getaddrinfo(host, port, proto=socket.IPPROTO_UDP)  # raises on a bad address
+        return cls(host, port)
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _bound_socket(addr: ListenAddress, kind: int, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(addr.family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if addr.family == socket.AF_INET6:
+            # [::] and 0.0.0.0 are separate listeners, as BIND and Knot do it.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_DGRAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind((addr.host, addr.port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_sockets(
+    addrs: list[ListenAddress], reuse_port: bool = False
+) -> list[tuple[ListenAddress, socket.socket, socket.socket]]:
+    """UDP and TCP sockets for every address, bound now (so errors show before serving)."""
+    bound = []
+    try:
+        for addr in addrs:
+            udp = _bound_socket(addr, socket.SOCK_DGRAM, reuse_port)
+            try:
+                tcp = _bound_socket(addr, socket.SOCK_STREAM, reuse_port)
+            except OSError:
+                udp.close()
+                raise
+            tcp.listen(1024)
+            bound.append((addr, udp, tcp))
+    except OSError:
+        for _a, u, t in bound:
+            u.close()
+            t.close()
+        raise
+    return bound
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, handler: Handler):
+        self.handler = handler
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        try:
+            reply = self.handler(data, Request(tcp=False, peer=addr[:2]))
+        except Exception:
+            log.exception("error answering a UDP message from %s", addr[0])
+            return
+        if reply is None:
+            return
+        if isinstance(reply, bytes):
+            self.transport.sendto(reply, addr)
+        elif inspect.isawaitable(reply):
+            asyncio.ensure_future(self._send_later(reply, addr))
+
+    async def _send_later(self, reply: Awaitable[Reply], addr) -> None:
+        try:
+            data = await reply
+        except Exception:
+            log.exception("error answering a UDP message from %s", addr[0])
+            return
+        if data is not None and self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP error: %s", exc)
+
+
+class _TcpProtocol(asyncio.Protocol):
+    def __init__(self, handler: Handler, idle_timeout: float, connections: set):
+        self.handler = handler
+        self.idle_timeout = idle_timeout
+        self.connections = connections
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.pending = 0
+        self.paused = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[:2] if peer else None
+        self.connections.add(self)
+        self._arm_timer()
+
+    def connection_lost(self, exc) -> None:
+        self.connections.discard(self)
+        if self.timer:
+            self.timer.cancel()
+        self.transport = None
+
+    def _arm_timer(self) -> None:
+        if self.timer:
+            self.timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.idle_timeout, self._idle)
+
+    def _idle(self) -> None:
+        if self.transport is not None and self.pending == 0:
+            self.transport.close()
+        elif self.transport is not None:
+            self._arm_timer()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._arm_timer()
+        buf = self.buffer
+        while len(buf) >= 2:
+            size = (buf[0] << 8) | buf[1]
+            if size < 12:  # not even a header: RFC 7766 lets us close
+                self.close()
+                return
+            if len(buf) < 2 + size:
+                break
+            message = bytes(buf[2 : 2 + size])
+            del buf[: 2 + size]
+            self._dispatch(message)
+            if self.transport is None:
+                return
+
+    def _dispatch(self, message: bytes) -> None:
+        request = Request(tcp=True, peer=self.peer)
+        try:
+            reply = self.handler(message, request)
+        except Exception:
+            log.exception("error answering a TCP message from %s", self.peer)
+            return
+        if reply is None:
+            return
+        if isinstance(reply, bytes):
+            self.send(reply)
+        elif inspect.isawaitable(reply):
+            self.pending += 1
+            if self.pending >= TCP_MAX_PENDING and not self.paused and self.transport:
+                self.transport.pause_reading()
+                self.paused = True
+            asyncio.ensure_future(self._send_later(reply))
+
+    async def _send_later(self, reply: Awaitable[Reply]) -> None:
+        try:
+            data = await reply
+        except Exception:
+            log.exception("error answering a TCP message from %s", self.peer)
+            data = None
+        finally:
+            self.pending -= 1
+            if self.paused and self.pending < TCP_MAX_PENDING and self.transport:
+                self.transport.resume_reading()
+                self.paused = False
+        if data is not None:
+            self.send(data)
+
+    def send(self, data: bytes) -> None:
+        """Send one DNS message, length-prefixed; also used to push NOTIFY to hidden secondaries."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(len(data).to_bytes(2, "big") + data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class DnsServer:
+    """Serves `handler` on UDP and TCP at every address given."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        addrs: list[ListenAddress],
+        idle_timeout: float = TCP_IDLE_TIMEOUT,
+        reuse_port: bool = False,
+    ):
+        self.handler = handler
+        self.addrs = addrs
+        self.idle_timeout = idle_timeout
+        self.reuse_port = reuse_port
+        self.connections: set[_TcpProtocol] = set()
+        self._transports: list = []
+        self._servers: list[asyncio.base_events.Server] = []
+
+    async def start(self, sockets=None) -> None:
+        loop = asyncio.get_running_loop()
+        bound = sockets if sockets is not None else bind_sockets(self.addrs, self.reuse_port)
+        for addr, udp, tcp in bound:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self.handler), sock=udp
+            )
+            self._transports.append(transport)
+            server = await loop.create_server(
+                lambda: _TcpProtocol(self.handler, self.idle_timeout, self.connections), sock=tcp
+            )
+            self._servers.append(server)
+            log.info("listening on %s (UDP and TCP)", addr)
+
+    async def stop(self) -> None:
+        for transport in self._transports:
+            transport.close()
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.close()
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2)
+            except TimeoutError:
+                pass
+        self._transports.clear()
+        self._servers.clear()

@@ -1,0 +1,150 @@
+"""The zone repository: which files are zones, which hold keys, and loading what changed.
+
+Rules this module keeps (PRODUCT.md, "The zone repository"):
+- Every top-level regular file is a zone named by the file; `_keys` and `ZONE._keys` hold TSIG
+  secrets and are never served; dot-files and folders are ignored (and never touched).
+- A file whose content did not change is not parsed again. A file that fails to load never takes
+  its zone down: the last good version stays served; at first start a broken zone is not served.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import dns.exception
+import dns.name
+
+from gitdns.store import ZoneSet
+from gitdns.zone import Zone
+from gitdns.zonefile import ZoneLoadError, parse_zone, zone_name_from_filename
+
+log = logging.getLogger("gitdns.zones")
+
+KEYS_FILE = "_keys"
+KEYS_SUFFIX = "._keys"
+
+
+def is_key_file(filename: str) -> bool:
+    return filename == KEYS_FILE or filename.endswith(KEYS_SUFFIX)
+
+
+@dataclass
+class ZoneStatus:
+    """What the last load made of one zone file."""
+
+    filename: str
+    source: bytes  # id of the file content (a git blob id) the served zone came from
+    zone: Zone | None  # the version in service (None: never loaded successfully)
+    errors: list[str] = field(default_factory=list)  # errors of the newest content, if broken
+    broken_source: bytes | None = None
+
+
+@dataclass
+class RepositoryState:
+    """The loaded repository: served zones and, per zone, where they came from."""
+
+    zones: ZoneSet = field(default_factory=ZoneSet)
+    status: dict[dns.name.Name, ZoneStatus] = field(default_factory=dict)
+    key_files: dict[str, bytes] = field(default_factory=dict)  # filename -> content id
+
+
+@dataclass
+class LoadReport:
+    """What changed in a load, for the log and for NOTIFY."""
+
+    loaded: list[dns.name.Name] = field(default_factory=list)
+    dropped: list[dns.name.Name] = field(default_factory=list)
+    failed: list[dns.name.Name] = field(default_factory=list)
+    keys_changed: bool = False
+
+    @property
+    def changed(self) -> list[dns.name.Name]:
+        return self.loaded + self.dropped
+
+
+def load_repository(
+    files: Mapping[str, bytes],
+    read: Callable[[bytes], bytes],
+    previous: RepositoryState | None = None,
+) -> tuple[RepositoryState, LoadReport]:
+    """Load the zone files in `files` (name -> content id), reusing what `previous` has.
+
+    `read(content_id)` returns a file's bytes; it is only called for new or changed files.
+    """
+    previous = previous or RepositoryState()
+    report = LoadReport()
+    status: dict[dns.name.Name, ZoneStatus] = {}
+    key_files: dict[str, bytes] = {}
+    for filename in sorted(files):
+        source = files[filename]
+        if filename.startswith("."):
+            continue
+        if is_key_file(filename):
+            key_files[filename] = source
+            continue
+        try:
+            origin = zone_name_from_filename(filename)
+        except dns.exception.DNSException as e:
+            log.error("%s: the file name is not a domain name (%s); file ignored", filename, e)
+            continue
+        if origin in status:
+            log.error(
+                "%s: zone %s is already loaded from %s; file ignored",
+                filename, origin, status[origin].filename,
+            )
+            continue
+        old = previous.status.get(origin)
+        if old is not None and source in (old.source, old.broken_source):
+            status[origin] = old  # unchanged since the last load (good or broken)
+            continue
+        status[origin] = _load_one(filename, origin, source, read, old, report)
+    for origin, old in previous.status.items():
+        if origin not in status:
+            if old.zone is not None:
+                log.info("zone %s: file %s is gone from the repository; zone dropped",
+                         origin, old.filename)
+                report.dropped.append(origin)
+    report.keys_changed = key_files != previous.key_files
+    zones = ZoneSet({o: s.zone for o, s in status.items() if s.zone is not None})
+    return RepositoryState(zones, status, key_files), report
+
+
+def _load_one(
+    filename: str,
+    origin: dns.name.Name,
+    source: bytes,
+    read: Callable[[bytes], bytes],
+    old: ZoneStatus | None,
+    report: LoadReport,
+) -> ZoneStatus:
+    started = time.monotonic()
+    try:
+        zone, warnings = parse_zone(read(source), origin, filename)
+    except ZoneLoadError as e:
+        errors = [str(err) for err in e.errors]
+        for line in errors:
+            log.error("zone %s: %s", origin, line)
+        if old is not None and old.zone is not None:
+            log.error("zone %s: keeping serial %d in service until the file is fixed",
+                      origin, old.zone.serial)
+        else:
+            log.error("zone %s: not served until the file is fixed", origin)
+        report.failed.append(origin)
+        return ZoneStatus(
+            filename,
+            old.source if old else b"",
+            old.zone if old else None,
+            errors,
+            broken_source=source,
+        )
+    for warning in warnings:
+        log.warning("zone %s: %s", origin, warning)
+    log.info(
+        "zone %s loaded from %s: serial %d, %d records, %.1f ms",
+        origin, filename, zone.serial, zone.record_count, (time.monotonic() - started) * 1000,
+    )
+    report.loaded.append(origin)
+    return ZoneStatus(filename, source, zone)

@@ -1,0 +1,265 @@
+"""Real DNS servers on loopback for interop tests: BIND's `named`, and `gitdns serve` itself.
+
+Rules this module keeps:
+- Every server runs in the foreground on 127.0.0.1 and an unprivileged port, with its config
+  and its log in a directory the caller owns; every wait is bounded, and a server that does not
+  come up is stopped and reported with the tail of its log.
+- A handle (`Peer`) is a context manager; `stop()` is idempotent and always reaps the process
+  (SIGTERM, then SIGKILL after a timeout). Tests hold handles in fixtures with finalizers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdatatype
+
+NAMED = "/usr/sbin/named"
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+
+
+def free_port() -> int:
+    """A port that is free on 127.0.0.1 for both UDP and TCP right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((LOOPBACK, 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((LOOPBACK, port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
+
+
+@dataclass
+class Peer:
+    """A running server process: where it listens and where it logs."""
+
+    name: str
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+    host: str = LOOPBACK
+    _log_file: object = field(default=None, repr=False)
+
+    def log_text(self, tail: int = 60) -> str:
+        """The last `tail` lines of the server's log."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(lines[-tail:])
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """Terminate and reap the process (kill after `timeout`); returns its exit status."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                self.proc.wait(timeout=timeout)
+        if self._log_file is not None:
+            self._log_file.close()  # type: ignore[attr-defined]
+            self._log_file = None
+        return self.proc.returncode
+
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def soa_probe(host: str, port: int, zone: str, tcp: bool = False, timeout: float = 0.3):
+    """One SOA query for `zone`; the response, or None when nothing came back in time."""
+    query = dns.message.make_query(zone, dns.rdatatype.SOA)
+    query.flags &= ~dns.flags.RD
+    try:
+        if tcp:
+            return dns.query.tcp(query, host, port=port, timeout=timeout)
+        return dns.query.udp(query, host, port=port, timeout=timeout)
+    except (dns.exception.Timeout, OSError, EOFError, dns.exception.DNSException):
+        return None
+
+
+def _serves(response, zone: str) -> bool:
+    if response is None or response.rcode() != dns.rcode.NOERROR:
+        return False
+    if not response.flags & dns.flags.AA:
+        return False
+    origin = dns.name.from_text(zone)
+    return any(r.rdtype == dns.rdatatype.SOA and r.name == origin for r in response.answer)
+
+
+def wait_ready(peer: Peer, zones: Iterable[str], timeout: float = START_TIMEOUT) -> None:
+    """Poll until every zone in `zones` answers its SOA authoritatively over UDP (the first one
+    over TCP too); with no zones, until the peer answers anything over UDP and TCP. On timeout
+    or exit, stop the peer and raise with the tail of its log."""
+    zones = list(zones)
+    if zones:
+        probes = [(z, False) for z in zones] + [(zones[0], True)]
+    else:
+        probes = [(".", False), (".", True)]
+    deadline = time.monotonic() + timeout
+    while probes and peer.running() and time.monotonic() < deadline:
+        zone, tcp = probes[0]
+        response = soa_probe(peer.host, peer.port, zone, tcp=tcp)
+        if (response is not None) if not zones else _serves(response, zone):
+            probes.pop(0)
+            continue
+        time.sleep(0.05)
+    if not probes:
+        return
+    status = peer.proc.poll()
+    peer.stop()
+    why = f"exited with status {status}" if status is not None else f"not ready in {timeout}s"
+    zone, tcp = probes[0]
+    waiting = f" (waiting for the SOA of {zone} over {'TCP' if tcp else 'UDP'})"
+    raise RuntimeError(f"{peer.name} on port {peer.port} {why}{waiting}; log:\n{peer.log_text()}")
+
+
+def _spawn(name: str, argv: Sequence[str], log_path: Path, port: int, **kw) -> Peer:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed by Peer.stop
+    try:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, **kw
+        )
+    except BaseException:
+        log_file.close()
+        raise
+    return Peer(name=name, proc=proc, port=port, log_path=log_path, _log_file=log_file)
+
+
+def named_conf(workdir: Path, zones: Mapping[str, Path], port: int, extra_options: str = "") -> str:
+    """named.conf for a non-recursive primary of `zones` on 127.0.0.1:`port`."""
+    wd = str(workdir)
+    zone_lines = "\n".join(
+        f'zone "{name.rstrip(".") or "."}" {{ type primary; file "{Path(path).resolve()}"; }};'
+        for name, path in zones.items()
+    )
+    return f"""options {{
+    directory "{wd}";
+    pid-file none;
+    session-keyfile "{wd}/session.key";
+    managed-keys-directory "{wd}";
+    recursion no;
+    dnssec-validation no;
+    notify no;
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    minimal-responses no-auth;
+    minimal-any yes;
+    {extra_options}
+}};
+controls {{ }};
+{zone_lines}
+"""
+
+
+def start_named(
+    workdir: Path | str,
+    zones: Mapping[str, Path],
+    port: int,
+    extra_options: str = "",
+    timeout: float = START_TIMEOUT,
+) -> Peer:
+    """Start BIND as a primary of `zones` (zone name -> master file) on 127.0.0.1:`port` and
+    wait until every zone answers its SOA. Runs as the current user (root here, without `-u`:
+    named keeps its privileges and needs no `bind` user for a temp-dir config)."""
+    if not os.access(NAMED, os.X_OK):
+        raise RuntimeError(f"{NAMED} is not installed")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "named.conf"
+    conf.write_text(named_conf(workdir, zones, port, extra_options))
+    peer = _spawn("named", [NAMED, "-g", "-c", str(conf)], workdir / "named.log", port)
+    wait_ready(peer, zones, timeout)
+    return peer
+
+
+def start_gitdns(
+    repo_dir: Path | str,
+    port: int,
+    data_dir: Path | str,
+    extra_args: Sequence[str] = (),
+    *,
+    zones: Iterable[str] = (),
+    log_path: Path | str | None = None,
+    timeout: float = START_TIMEOUT,
+) -> Peer:
+    """Run `python -m gitdns serve` on the git repository `repo_dir`, listening on
+    127.0.0.1:`port`, and wait until each of `zones` answers its SOA (until it answers at all
+    when `zones` is empty). The log goes to `log_path` (default: beside `data_dir`)."""
+    data_dir = Path(data_dir)
+    log = Path(log_path) if log_path else data_dir.parent / f"gitdns-{port}.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "gitdns",
+        "serve",
+        "--remote",
+        str(repo_dir),
+        "--listen",
+        f"{LOOPBACK}:{port}",
+        "--data-dir",
+        str(data_dir),
+        *extra_args,
+    ]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    peer = _spawn("gitdns serve", argv, log, port, env=env)
+    wait_ready(peer, zones, timeout)
+    return peer
+
+
+def make_git_repo(path: Path | str, files: Mapping[str, str | bytes], message: str = "zones") -> Path:
+    """A git repository at `path` (branch main) with `files` committed at its top level."""
+    git = shutil.which("git")
+    if git is None:
+        raise RuntimeError("git is not installed")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    ident = ["-c", "user.name=gitdns tests", "-c", "user.email=tests@gitdns.invalid"]
+    ident += ["-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main"]
+
+    def run(*args: str) -> None:
+        subprocess.run(
+            [git, *ident, *args], cwd=path, check=True, capture_output=True, timeout=30
+        )
+
+    run("init", "-q", "-b", "main")
+    for name, content in files.items():
+        target = path / name
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content)
+    run("add", "-A")
+    run("commit", "-q", "-m", message)
+    return path
