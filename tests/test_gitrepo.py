@@ -14,8 +14,9 @@ from pathlib import Path
 from wsgiref.simple_server import make_server
 
 import pytest
+from dulwich.client import FetchPackResult
 
-from gitdns.gitrepo import GitError, GitRepo
+from gitdns.gitrepo import GitError, GitRepo, _pick_branch
 
 # An unclosed dulwich Repo warns from __del__; make that fail the test that leaked it.
 pytestmark = pytest.mark.filterwarnings(
@@ -340,6 +341,7 @@ def test_branch_selection(tmp_path, two_branches, open_repo):
 
 def test_default_branch_is_the_remotes_head(tmp_path, two_branches, open_repo):
     git(two_branches, "checkout", "-q", "other")
+    git(two_branches, "branch", "same-as-other")  # so HEAD's commit alone does not name it
     r = open_(open_repo, two_branches, tmp_path / "clone")
     assert r.branch == b"other"
     assert r.head() == rev(two_branches, "other")
@@ -350,6 +352,26 @@ def test_default_branch_falls_back_to_main_when_head_is_unborn(tmp_path, two_bra
     r = open_(open_repo, two_branches, tmp_path / "clone")
     assert r.branch == b"main"
     assert r.head() == rev(two_branches, "main")
+
+
+def test_default_branch_without_a_head_symref():
+    """Servers that do not advertise HEAD's target (dumb http, old git): HEAD's commit names
+    the branch when only one branch is at it, else main, else master, else the operator must
+    choose."""
+    a, b = b"a" * 40, b"b" * 40
+
+    def pick(refs: dict[bytes, bytes]) -> bytes:
+        return _pick_branch(FetchPackResult(refs, {}, None), "R")
+
+    assert pick({b"HEAD": a, b"refs/heads/main": b, b"refs/heads/trunk": a}) == b"trunk"
+    assert pick({b"HEAD": a, b"refs/heads/x": a, b"refs/heads/y": a, b"refs/heads/main": a}) == (
+        b"main"
+    )
+    assert pick({b"refs/heads/master": a, b"refs/heads/x": b}) == b"master"
+    with pytest.raises(GitError, match="git remote R has no HEAD, main or master.*: x, y"):
+        pick({b"refs/heads/y": a, b"refs/heads/x": b})
+    with pytest.raises(GitError, match="git remote R has no branches"):
+        pick({})
 
 
 def test_missing_branch_raises(tmp_path, source):
@@ -409,7 +431,7 @@ def test_clone_and_fast_forward_over_http(tmp_path, bare, open_repo):
 
 
 def test_every_dulwich_repo_is_closed(tmp_path, bare):
-    """No ResourceWarning from dulwich's pack files once close() was called, error paths included."""
+    """No ResourceWarning from dulwich's pack files after close(), error paths included."""
 
     def work() -> None:
         with GitRepo.open_or_clone(str(bare), tmp_path / "clone") as r:

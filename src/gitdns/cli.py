@@ -74,6 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         branch=args.branch,
         log_queries=args.log_queries,
         poll=args.poll,
+        tcp_idle_timeout=args.tcp_idle_timeout,
     )
     primary = Primary(config)
     try:
@@ -119,7 +120,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     (path / "example.test").write_text(EXAMPLE_ZONE)
     (path / "_keys").write_text(
         "; TSIG secrets (never served). NAME._update.ZONE may update ZONE and the zones below it;\n"
-        "; _transfer keys may transfer, _notify keys may only notify. DNSKEY 0 3 163 = hmac-sha256.\n"
+        "; _transfer keys may transfer, _notify keys may only notify.\n"
+        "; DNSKEY 0 3 163 = hmac-sha256.\n"
         + dnskey_line(keyname, secret, 163)
         + "\n"
     )
@@ -257,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: /var/lib/gitdns as root, else ~/.local/state/gitdns)")
     p.add_argument("--poll", type=float, metavar="SECONDS", help="also pull on this timer")
     p.add_argument("--log-queries", action="store_true", help="log every query and its rcode")
+    p.add_argument("--tcp-idle-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="close TCP connections idle this long (default: 10)")
     p.add_argument("--log-level", default=argparse.SUPPRESS,
                    choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)

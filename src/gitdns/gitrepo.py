@@ -33,7 +33,8 @@ from dulwich.client import (
 from dulwich.config import ConfigDict
 from dulwich.errors import GitProtocolError, NotGitRepository
 from dulwich.graph import can_fast_forward
-from dulwich.objects import Blob, Commit, Tree
+from dulwich.index import index_entry_from_tree_entry
+from dulwich.objects import S_ISGITLINK, Blob, Commit, Tree
 from dulwich.repo import Repo
 
 log = logging.getLogger("gitdns.git")
@@ -136,7 +137,7 @@ def _cause(remote: str, e: BaseException) -> str:
     if isinstance(e, NotGitRepository):
         key = _remote_key(remote)
         if key[0] == "file" and not os.path.exists(str(key[1])):
-            return os.strerror(errno.ENOENT)
+            return str(e)
         return "not a git repository"
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
@@ -197,6 +198,30 @@ def _fetch(repo: Repo, remote: str, branch: bytes | None) -> tuple[FetchPackResu
         raise GitError(f"cannot reach git remote {_display(remote)}: {_cause(remote, e)}") from e
     tip = result.refs.get(_HEADS + branch) if branch is not None else None
     return result, tip
+
+
+def _checkout(repo: Repo, commit: bytes) -> None:
+    """Move HEAD's branch, the index and the working tree to `commit` (git reset --hard).
+
+    dulwich 1.2 records a submodule (gitlink) in the index as a directory entry and leaves a
+    `.git` placeholder pointing at a missing `.git/modules/...`: the git command then fails
+    in that clone, and a later dulwich commit writes a tree entry for a missing tree (a corrupt
+    commit that would be pushed). Both are repaired here, so the clone is what git would make.
+    """
+    porcelain.reset(repo, "hard", commit)
+    tree = repo[commit].tree  # type: ignore[attr-defined]
+    gitlinks = [e for e in repo.object_store.iter_tree_contents(tree) if S_ISGITLINK(e.mode)]
+    if not gitlinks:
+        return
+    index = repo.open_index()
+    for entry in gitlinks:
+        index[entry.path] = index_entry_from_tree_entry(entry.mode, entry.sha)
+        placeholder = Path(repo.path, os.fsdecode(entry.path), ".git")
+        if placeholder.is_file():
+            gitdir = placeholder.read_text().removeprefix("gitdir:").strip()
+            if not (placeholder.parent / gitdir).exists():
+                placeholder.unlink()
+    index.write()
 
 
 class GitRepo:
@@ -268,7 +293,7 @@ class GitRepo:
                 repo.refs[b"refs/remotes/origin/" + branch] = tip
                 repo.refs[_HEADS + branch] = tip
                 repo.refs.set_symbolic_ref(_HEAD, _HEADS + branch)
-                porcelain.reset(repo, "hard", tip)
+                _checkout(repo, tip)
             finally:
                 repo.close()
             if path.exists():
@@ -349,7 +374,7 @@ class GitRepo:
         repo.refs.set_symbolic_ref(_HEAD, ref)
         self.branch = branch
         # The index still describes the old branch's tree, so this also removes its files.
-        porcelain.reset(repo, "hard", repo.refs[ref])
+        _checkout(repo, repo.refs[ref])
 
     # -- the operations the server uses --------------------------------------------------------
 
@@ -387,7 +412,7 @@ class GitRepo:
             if tip == local:
                 return False
             if can_fast_forward(repo, local, tip):
-                porcelain.reset(repo, "hard", tip)
+                _checkout(repo, tip)
                 log.info(
                     "%s: fast-forwarded %s from %s to %s",
                     self.path,

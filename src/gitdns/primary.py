@@ -20,7 +20,7 @@ import dns.rdatatype
 
 from gitdns import core
 from gitdns.gitrepo import GitError, GitRepo
-from gitdns.net.server import DnsServer, ListenAddress, bind_sockets
+from gitdns.net.server import TCP_IDLE_TIMEOUT, DnsServer, ListenAddress, bind_sockets
 from gitdns.repository import RepositoryState, load_repository
 from gitdns.store import Store
 
@@ -36,6 +36,7 @@ class PrimaryConfig:
     branch: str | None = None
     log_queries: bool = False
     poll: float | None = None
+    tcp_idle_timeout: float = TCP_IDLE_TIMEOUT
 
     @property
     def clone_dir(self) -> Path:
@@ -128,7 +129,7 @@ class Primary:
                 u.close()
                 t.close()
             raise
-        self.server = DnsServer(self.handle, cfg.listen)
+        self.server = DnsServer(self.handle, cfg.listen, idle_timeout=cfg.tcp_idle_timeout)
         await self.server.start(sockets)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)

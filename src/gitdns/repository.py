@@ -102,11 +102,10 @@ def load_repository(
             continue
         status[origin] = _load_one(filename, origin, source, read, old, report)
     for origin, old in previous.status.items():
-        if origin not in status:
-            if old.zone is not None:
-                log.info("zone %s: file %s is gone from the repository; zone dropped",
-                         origin, old.filename)
-                report.dropped.append(origin)
+        if origin not in status and old.zone is not None:
+            log.info("zone %s: file %s is gone from the repository; zone dropped",
+                     origin, old.filename)
+            report.dropped.append(origin)
     report.keys_changed = key_files != previous.key_files
     zones = ZoneSet({o: s.zone for o, s in status.items() if s.zone is not None})
     return RepositoryState(zones, status, key_files), report

@@ -20,7 +20,9 @@ def serial_add(serial: int, n: int = 1) -> int:
     return (serial + n) % _MOD
 
 
-def serial_increase(serial: int, policy: str = "increment", today: datetime.date | None = None) -> int:
+def serial_increase(
+    serial: int, policy: str = "increment", today: datetime.date | None = None
+) -> int:
     """The next serial after `serial`: +1, or with policy "date" the next YYYYMMDDnn."""
     if policy == "date":
         day = (today or datetime.date.today()).strftime("%Y%m%d")

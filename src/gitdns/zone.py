@@ -55,7 +55,7 @@ class Zone:
         """Every RRset, SOA first (the order AXFR needs)."""
         yield self.soa
         for node in self.nodes.values():
-            for key, rrset in node.items():
+            for rrset in node.values():
                 if rrset is not self.soa:
                     yield rrset
 

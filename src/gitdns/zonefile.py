@@ -222,7 +222,8 @@ def check_records(
     if apex_soa is None:
         err(None, f"no SOA record at the zone apex {origin}")
     elif len(apex_soa) != 1:
-        err(lines[(origin, SOA, 0)], f"{len(apex_soa)} SOA records at {origin}; exactly one is allowed")
+        err(lines[(origin, SOA, 0)],
+            f"{len(apex_soa)} SOA records at {origin}; exactly one is allowed")
     for key, _r in soas:
         if key[0] != origin:
             err(lines[key], f"SOA record at {key[0]}, below the apex of {origin}")
