@@ -137,7 +137,7 @@ def _cause(remote: str, e: BaseException) -> str:
     if isinstance(e, NotGitRepository):
         key = _remote_key(remote)
         if key[0] == "file" and not os.path.exists(str(key[1])):
-            return str(e)
+            return os.strerror(errno.ENOENT)
         return "not a git repository"
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
@@ -271,6 +271,7 @@ class GitRepo:
     def _clone(cls, remote: str, path: Path, branch: bytes | None) -> GitRepo:
         """A fresh clone, built in a temporary directory beside `path` and renamed into place."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        # mkdtemp makes the directory 0700, and the rename keeps that: the clone holds TSIG secrets.
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.clone-", dir=path.parent))
         try:
             repo = Repo.init(str(tmp))
