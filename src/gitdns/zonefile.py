@@ -188,26 +188,42 @@ def parse_zone(
         raise ZoneLoadError(
             [ZoneError(filename, tok.line_number, f"{type(e).__name__}: {e}")]
         ) from None
-    errors, warnings = check_records(origin, sink, filename)
+    errors, warnings = check_records(
+        origin, sink.rrsets, filename, sink.lines, sink.out_of_zone, sink.ttl_conflicts
+    )
     if errors:
         raise ZoneLoadError(errors)
     return Zone(origin, sink.rrsets.values()), warnings
 
 
+def check_zone(zone: Zone, filename: str = "") -> tuple[list[ZoneError], list[str]]:
+    """The loader's rules on a zone built otherwise (an UPDATE's result, a transfer)."""
+    rrsets = {
+        (name, key[0], key[1]): rrset for name, node in zone.nodes.items()
+        for key, rrset in node.items()
+    }
+    return check_records(zone.origin, rrsets, filename or zone.origin.to_text())
+
+
 def check_records(
-    origin: dns.name.Name, sink: _RecordSink, filename: str
+    origin: dns.name.Name,
+    rrsets: dict[tuple[dns.name.Name, int, int], dns.rrset.RRset],
+    filename: str,
+    lines: dict[tuple[dns.name.Name, int, int], int] | None = None,
+    out_of_zone: list[tuple[dns.name.Name, int]] = (),  # type: ignore[assignment]
+    ttl_conflicts: list[tuple[dns.name.Name, int, int]] = (),  # type: ignore[assignment]
 ) -> tuple[list[ZoneError], list[str]]:
     """The rules a primary enforces before serving (as BIND's check-integrity does)."""
     errors: list[ZoneError] = []
     warnings: list[str] = []
-    rrsets, lines = sink.rrsets, sink.lines
+    lines = _NoLines() if lines is None else lines
 
     def err(line: int | None, msg: str) -> None:
         errors.append(ZoneError(filename, line, msg))
 
-    for name, line in sink.out_of_zone:
+    for name, line in out_of_zone:
         err(line, f"{name} is outside the zone {origin}")
-    for name, rdtype, line in sink.ttl_conflicts:
+    for name, rdtype, line in ttl_conflicts:
         warnings.append(
             f"{filename}:{line}: TTL of {name} {dns.rdatatype.to_text(rdtype)} differs from "
             "the rest of its RRset; the lowest is used"
@@ -252,9 +268,10 @@ def check_records(
         occluded = types - {A, AAAA}
         if cut is not None and occluded:
             kinds = ", ".join(sorted(dns.rdatatype.to_text(t) for t in occluded))
-            line = min(lines[(name, t, 0)] for t in occluded if (name, t, 0) in lines)
+            line = min((lines.get((name, t, 0)) or 0) for t in occluded)
+            where = f"{filename}:{line}" if line else filename
             warnings.append(
-                f"{filename}:{line}: {name} {kinds} lies below the delegation {cut} "
+                f"{where}: {name} {kinds} lies below the delegation {cut} "
                 "and is not served (only glue addresses are)"
             )
 
@@ -284,6 +301,13 @@ def check_records(
                     f"but has no {kind} (A or AAAA) record",
                 )
     return errors, warnings
+
+
+class _NoLines(dict):
+    """Line numbers of a zone that was not read from text: unknown (None) everywhere."""
+
+    def __missing__(self, key):
+        return None
 
 
 def zone_name_from_filename(filename: str) -> dns.name.Name:
