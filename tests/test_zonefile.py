@@ -161,6 +161,25 @@ def test_origin_is_the_file_name_not_dollar_origin() -> None:
     assert rdata_texts(zone, "b.a.example.test.", "A") == {"192.0.2.8"}
 
 
+def test_ttl_units_and_relative_origin() -> None:
+    text = (
+        "$TTL 1h\n@ SOA ns1 hm 1 2h 30m 2w 5m\n@ NS ns1\nns1 1d A 192.0.2.1\n"
+        "$ORIGIN sub\nwww A 192.0.2.3\n"
+    )
+    zone, _ = parse_zone(text, ORIGIN, FILE)
+    soa = zone.get(n(ORIGIN), dns.rdatatype.SOA)
+    assert (soa.ttl, soa[0].refresh, soa[0].retry, soa[0].expire, soa[0].minimum) == (
+        3600,
+        7200,
+        1800,
+        1209600,
+        300,
+    )
+    assert zone.get(n("ns1.example.test."), dns.rdatatype.A).ttl == 86400
+    # a relative $ORIGIN is relative to the current origin (RFC 1035 5.1, as BIND does)
+    assert rdata_texts(zone, "www.sub.example.test.", "A") == {"192.0.2.3"}
+
+
 # --- errors with file and line --------------------------------------------------------------------
 
 # (id, body with the offending line marked, words the message must contain)
@@ -168,6 +187,7 @@ LINE_ERRORS = [
     ("bad-A-address", "ok A 192.0.2.9\nbad A 192.0.2.256 <-\nok2 A 192.0.2.10\n", []),
     ("A-address-too-short", "bad A 1.2.3 <-\n", []),
     ("unknown-type", "bad FROB something <-\n", []),
+    ("wrong-class", "x CH A 192.0.2.1 <-\n", []),
     ("include-refused", "$INCLUDE other.zone <-\n", ["$INCLUDE"]),
     (
         "two-SOA-at-apex",
@@ -176,13 +196,15 @@ LINE_ERRORS = [
     ),
     ("SOA-below-apex", "sub SOA ns1 hostmaster 1 7200 3600 1209600 300 <-\n", ["SOA"]),
     ("CNAME-after-other-data", "x A 192.0.2.5\nx CNAME www.example.net. <-\n", ["CNAME"]),
-    ("CNAME-before-other-data", "x CNAME www.example.net. <-\nx TXT \"hi\"\n", ["CNAME"]),
+    ("CNAME-before-other-data", 'x CNAME www.example.net. <-\nx TXT "hi"\n', ["CNAME"]),
+    ("multi-line-CNAME", "x A 192.0.2.5\nx CNAME ( <-\n    www.example.net. )\n", ["CNAME"]),
     ("CNAME-at-apex", "@ CNAME www.example.net. <-\n", ["CNAME"]),
     (
         "two-CNAMEs",
         "x CNAME a.example.net.\nx CNAME b.example.net. <-\n",
         ["CNAME"],
     ),
+    ("two-DNAMEs", "d DNAME a.example.net.\nd DNAME b.example.net. <-\n", ["DNAME"]),
     ("out-of-zone-absolute", "www.other.test. A 192.0.2.1 <-\n", ["www.other.test"]),
     ("out-of-zone-suffix", "notexample.test. A 192.0.2.1 <-\n", ["notexample.test"]),
     ("out-of-zone-parent", "test. A 192.0.2.1 <-\n", ["test."]),
@@ -309,9 +331,7 @@ def test_latin1_bytes_give_a_clean_error() -> None:
         pytest.param(
             "sub NS ns.sub\nns.sub A 192.0.2.53\nns.sub AAAA 2001:db8::53\n", id="glue-below-cut"
         ),
-        pytest.param(
-            "a NS ns.b\nb NS ns.example.net.\nns.b A 192.0.2.54\n", id="sibling-glue"
-        ),
+        pytest.param("a NS ns.b\nb NS ns.example.net.\nns.b A 192.0.2.54\n", id="sibling-glue"),
         pytest.param("sub NS ns1\n", id="delegation-to-apex-host"),
         pytest.param("*.wild A 192.0.2.1\n*.wild MX 10 ns1\n", id="wildcard"),
         pytest.param("x CNAME ns1\n", id="in-zone-CNAME"),
@@ -325,7 +345,9 @@ def test_not_errors(body: str) -> None:
 
 
 def test_non_address_data_below_a_cut_is_a_warning_only() -> None:
-    text, line = marked(zone_text('sub NS ns.sub\nns.sub A 192.0.2.53\ntxt.sub TXT "occluded" <-\n'))
+    text, line = marked(
+        zone_text('sub NS ns.sub\nns.sub A 192.0.2.53\ntxt.sub TXT "occluded" <-\n')
+    )
     zone, warnings = parse_zone(text, ORIGIN, FILE)
     assert zone.serial == 2024010101
     assert len(warnings) == 1, warnings

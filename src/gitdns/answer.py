@@ -45,14 +45,22 @@ class Lookup:
     authority: list[dns.rrset.RRset] = field(default_factory=list)
     additional: list[dns.rrset.RRset] = field(default_factory=list)
     referral: bool = False  # glue in `additional` is required (RFC 9471)
+    dnssec_ok: bool = False
 
 
-def lookup(zone: Zone, qname: dns.name.Name, qtype: int, any_in_full: bool = True) -> Lookup:
+def lookup(
+    zone: Zone,
+    qname: dns.name.Name,
+    qtype: int,
+    any_in_full: bool = True,
+    dnssec_ok: bool = False,
+) -> Lookup:
     """Answer `qname`/`qtype` from `zone` (which must enclose `qname`).
 
     `any_in_full` False answers ANY with a single RRset (RFC 8482 section 4.2, used over UDP).
+    `dnssec_ok` (the DO bit) adds the DS of a delegation to a referral (RFC 3225 3, RFC 4035).
     """
-    result = Lookup()
+    result = Lookup(dnssec_ok=dnssec_ok)
     name = qname
     seen: set[dns.name.Name] = set()
     for _ in range(MAX_CHAIN):
@@ -149,7 +157,7 @@ def _referral(zone: Zone, cut: dns.name.Name, result: Lookup) -> None:
     if not result.answer:
         result.aa = False
     result.authority = [zone.nodes[cut][(_NS, 0)]]
-    ds = zone.get(cut, _DS)
+    ds = zone.get(cut, _DS) if result.dnssec_ok else None
     if ds is not None:
         result.authority.append(ds)
     result.referral = True

@@ -2,6 +2,10 @@
 
 Rules this module keeps:
 - A response (QR set) or a packet shorter than a header is never answered.
+- TSIG is checked before anything else; a request with a bad signature gets NOTAUTH and its
+  TSIG error (RFC 8945) and has no other effect. Rights come from the key's name (keys.py).
+- Work that needs git or time (a pull after NOTIFY, a transfer, an update) is returned as a
+  `Deferred` for the edge to run; the core itself only answers from the version it was given.
 - A packet that does not parse gets FORMERR when its header can be read; a request with an
   opcode we do not serve gets NOTIMP; a name outside every served zone gets REFUSED.
 - EDNS (RFC 6891): OPT echoed with our payload size (1232), the DO bit copied, unknown options
@@ -13,7 +17,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dns.edns
 import dns.exception
@@ -25,9 +29,13 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.renderer
+import dns.wire
 
 from gitdns.answer import lookup
+from gitdns.keys import Key, KeyStore
 from gitdns.store import ZoneSet
+from gitdns.tsig import TsigFailure, error_reply, parse_request
+from gitdns.zone import Zone
 
 OUR_UDP_PAYLOAD = 1232
 MIN_UDP = 512
@@ -44,29 +52,73 @@ class Request:
 
     tcp: bool = False
     peer: tuple[str, int] | None = None
+    connection: object | None = None  # the TCP connection, for hidden secondaries
 
 
-def handle(zones: ZoneSet, wire: bytes, request: Request = Request()) -> bytes | None:
+@dataclass
+class ServerState:
+    """What the core answers from: one consistent version of zones and keys."""
+
+    zones: ZoneSet
+    keys: KeyStore = field(default_factory=KeyStore)
+    axfr_unauthenticated: bool = False
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """Work the edge does before (or beside) replying.
+
+    kind: "notify" (pull, then acknowledge), "transfer" (AXFR/IXFR stream), "update" (apply,
+    commit, then answer), "watch" (send `reply` now and keep the TCP connection for NOTIFY).
+    """
+
+    kind: str
+    query: dns.message.Message
+    key: Key | None
+    origin: dns.name.Name
+    zone: Zone | None
+    request: Request
+    reply: bytes | None = None
+
+
+Outcome = bytes | Deferred | None
+
+
+def handle(state: ServerState | ZoneSet, wire: bytes, request: Request = Request(),
+           now: int = 0) -> Outcome:
     """Answer one DNS message; None means stay silent."""
+    if isinstance(state, ZoneSet):
+        state = ServerState(state)
     if len(wire) < 12 or wire[2] & 0x80:
         return None
+    opcode = (wire[2] >> 3) & 0xF
     try:
-        query = dns.message.from_wire(wire, one_rr_per_rrset=False)
-    except dns.message.UnknownTSIGKey:
-        return _header_reply(wire, dns.rcode.NOTAUTH)
+        verified = parse_request(wire, state.keys, one_rr_per_rrset=opcode == dns.opcode.UPDATE)
+    except TsigFailure as failure:
+        return error_reply(failure, now)
     except Exception:  # any parse failure of hostile input is a FORMERR, never a crash
         return _header_reply(wire, dns.rcode.FORMERR)
-    opcode = query.opcode()
-    if opcode != dns.opcode.QUERY:
-        return _error(query, dns.rcode.NOTIMP, request)
-    return answer_query(zones, query, request)
+    query, key = verified.message, verified.key
+    if opcode == dns.opcode.QUERY:
+        return answer_query(state, query, request, key)
+    if opcode == dns.opcode.NOTIFY:
+        return _notify(state, query, request, key)
+    if opcode == dns.opcode.UPDATE:
+        return _update(state, query, request, key)
+    return _error(query, dns.rcode.NOTIMP, request)
 
 
-def answer_query(zones: ZoneSet, query: dns.message.Message, request: Request) -> bytes | None:
-    """A standard query (opcode QUERY), parsed."""
+def answer_query(
+    state: ServerState | ZoneSet,
+    query: dns.message.Message,
+    request: Request,
+    key: Key | None = None,
+) -> Outcome:
+    """A standard query (opcode QUERY), parsed and verified."""
+    zones = state.zones if isinstance(state, ServerState) else state
     if query.edns > 0:
         return _error(query, dns.rcode.BADVERS, request)
-    if len(query.question) != 1 or query.answer or query.authority:
+    if len(query.question) != 1 or query.answer:
         return _error(query, dns.rcode.FORMERR, request)
     question = query.question[0]
     qname, qtype, qclass = question.name, question.rdtype, question.rdclass
@@ -78,13 +130,20 @@ def answer_query(zones: ZoneSet, query: dns.message.Message, request: Request) -
         rcode = dns.rcode.REFUSED if qclass in _NO_ZONE_CLASSES else dns.rcode.FORMERR
         return _error(query, rcode, request)
     if qtype in _TRANSFER_TYPES:
-        if qtype == dns.rdatatype.AXFR and not request.tcp:
-            return _error(query, dns.rcode.FORMERR, request)
-        return _error(query, dns.rcode.REFUSED, request)
+        return _transfer(state, query, request, key)
+    if query.authority:
+        return _error(query, dns.rcode.FORMERR, request)
     zone = zones.find(qname, qtype)
     if zone is None:
+        if key is not None and qtype == dns.rdatatype.SOA and request.tcp and \
+                key.allows("transfer", qname):
+            # A hidden secondary's "watch" query for a zone we do not (yet) serve, or for the
+            # root with a root key (the seeds' letsencrypt service): REFUSED, but registered.
+            return Deferred("watch", query, key, qname, None, request,
+                            _error(query, dns.rcode.REFUSED, request))
         return _error(query, dns.rcode.REFUSED, request)
-    result = lookup(zone, qname, qtype, any_in_full=request.tcp)
+    dnssec_ok = query.edns >= 0 and bool(query.ednsflags & dns.flags.DO)
+    result = lookup(zone, qname, qtype, any_in_full=request.tcp, dnssec_ok=dnssec_ok)
     response = _response(query)
     response.set_rcode(result.rcode)
     if result.aa:
@@ -92,7 +151,68 @@ def answer_query(zones: ZoneSet, query: dns.message.Message, request: Request) -
     response.answer = result.answer
     response.authority = result.authority
     response.additional = result.additional
-    return render(response, query, request, glue_required=result.referral)
+    reply = render(response, query, request, glue_required=result.referral)
+    if (key is not None and qtype == dns.rdatatype.SOA and request.tcp
+            and qname == zone.origin and key.allows("transfer", zone.origin)):
+        return Deferred("watch", query, key, zone.origin, zone, request, reply)
+    return reply
+
+
+def _transfer(state, query: dns.message.Message, request: Request, key: Key | None) -> Outcome:
+    """AXFR/IXFR: authorized here, streamed by the edge (RFC 5936 6: REFUSED if not allowed)."""
+    zones = state.zones if isinstance(state, ServerState) else state
+    question = query.question[0]
+    zone = zones.get(question.name)
+    if zone is None:
+        return _error(query, dns.rcode.NOTAUTH if key else dns.rcode.REFUSED, request)
+    if question.rdtype == dns.rdatatype.AXFR and not request.tcp:
+        return _error(query, dns.rcode.REFUSED, request)
+    allowed = (key is not None and key.allows("transfer", zone.origin)) or (
+        key is None and isinstance(state, ServerState) and state.axfr_unauthenticated
+    )
+    if not allowed:
+        return _error(query, dns.rcode.REFUSED, request)
+    return Deferred("transfer", query, key, zone.origin, zone, request)
+
+
+def _notify(state: ServerState, query: dns.message.Message, request: Request,
+            key: Key | None) -> Outcome:
+    """NOTIFY in (RFC 1996; the seeds' primary pulls git on a signed one)."""
+    if len(query.question) != 1 or query.question[0].rdtype != dns.rdatatype.SOA:
+        return _error(query, dns.rcode.FORMERR, request)
+    origin = query.question[0].name
+    if key is None:
+        return _error(query, dns.rcode.REFUSED, request)
+    if not key.allows("notify", origin):
+        return _error(query, dns.rcode.NOTAUTH, request)
+    return Deferred("notify", query, key, origin, state.zones.get(origin), request)
+
+
+def _update(state: ServerState, query: dns.message.Message, request: Request,
+            key: Key | None) -> Outcome:
+    """UPDATE (RFC 2136 3.1): the zone section names a zone we serve; the key may update it."""
+    zone_section = query.question
+    if len(zone_section) != 1 or zone_section[0].rdtype != dns.rdatatype.SOA:
+        return _error(query, dns.rcode.FORMERR, request)
+    origin = zone_section[0].name
+    zone = state.zones.get(origin)
+    if zone is None:
+        return _error(query, dns.rcode.NOTAUTH, request)
+    if key is None:
+        return _error(query, dns.rcode.REFUSED, request)
+    if not key.allows("update", origin):
+        return _error(query, dns.rcode.NOTAUTH, request)
+    return Deferred("update", query, key, origin, zone, request)
+
+
+def reply(query: dns.message.Message, rcode: int = dns.rcode.NOERROR, request: Request = Request(),
+          aa: bool = True) -> bytes:
+    """A bare reply to `query` (signed with its key if it was signed): NOTIFY and UPDATE acks."""
+    response = _response(query)
+    response.set_rcode(rcode)
+    if aa and rcode == dns.rcode.NOERROR:
+        response.flags |= dns.flags.AA
+    return render(response, query, request)
 
 
 def _response(query: dns.message.Message) -> dns.message.Message:
@@ -145,9 +265,34 @@ def _error(query: dns.message.Message, rcode: int, request: Request) -> bytes:
 
 
 def _header_reply(wire: bytes, rcode: int) -> bytes:
-    """A bare reply built from the header alone, for requests that do not parse."""
+    """A bare reply built from the header alone, for requests that do not parse.
+
+    If the request carried an OPT record, the reply carries one too (RFC 6891 7).
+    """
     (qid, flags) = struct.unpack_from("!HH", wire)
     opcode_bits = flags & 0x7800
     rd = flags & dns.flags.RD
     out_flags = _QR | opcode_bits | rd | (rcode & 0xF)
+    if _has_opt(wire):
+        opt = b"\x00" + struct.pack("!HHIH", dns.rdatatype.OPT, OUR_UDP_PAYLOAD, 0, 0)
+        return struct.pack("!HHHHHH", qid, out_flags, 0, 0, 0, 1) + opt
     return struct.pack("!HHHHHH", qid, out_flags, 0, 0, 0, 0)
+
+
+def _has_opt(wire: bytes) -> bool:
+    """Whether a malformed message has an OPT record, as far as its RR headers can be read."""
+    try:
+        parser = dns.wire.Parser(wire, 4)
+        qd, an, ns, ar = parser.get_struct("!HHHH")
+        for _ in range(min(qd, 16)):
+            parser.get_name()
+            parser.get_struct("!HH")
+        for _ in range(min(an + ns + ar, 256)):
+            parser.get_name()
+            rdtype, _c, _t, rdlen = parser.get_struct("!HHIH")
+            if rdtype == dns.rdatatype.OPT:
+                return True
+            parser.get_bytes(rdlen)
+    except Exception:
+        return False
+    return False

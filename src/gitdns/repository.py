@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import dns.exception
 import dns.name
 
+from gitdns.keys import Key, KeyStore, load_key_file
 from gitdns.store import ZoneSet
 from gitdns.zone import Zone
 from gitdns.zonefile import ZoneLoadError, parse_zone, zone_name_from_filename
@@ -49,6 +50,8 @@ class RepositoryState:
     zones: ZoneSet = field(default_factory=ZoneSet)
     status: dict[dns.name.Name, ZoneStatus] = field(default_factory=dict)
     key_files: dict[str, bytes] = field(default_factory=dict)  # filename -> content id
+    key_sets: dict[str, dict[dns.name.Name, Key]] = field(default_factory=dict)  # last good
+    keys: KeyStore = field(default_factory=KeyStore)
 
 
 @dataclass
@@ -107,8 +110,54 @@ def load_repository(
                      origin, old.filename)
             report.dropped.append(origin)
     report.keys_changed = key_files != previous.key_files
+    if report.keys_changed:
+        key_sets = _load_keys(key_files, read, previous)
+        keys = _merge_keys(key_sets)
+    else:
+        key_sets, keys = previous.key_sets, previous.keys
     zones = ZoneSet({o: s.zone for o, s in status.items() if s.zone is not None})
-    return RepositoryState(zones, status, key_files), report
+    return RepositoryState(zones, status, key_files, key_sets, keys), report
+
+
+def _load_keys(
+    key_files: Mapping[str, bytes], read: Callable[[bytes], bytes], previous: RepositoryState
+) -> dict[str, dict[dns.name.Name, Key]]:
+    """Keys by file; a file that fails to parse keeps its last good keys (or has none)."""
+    key_sets: dict[str, dict[dns.name.Name, Key]] = {}
+    for filename, source in sorted(key_files.items()):
+        if previous.key_files.get(filename) == source and filename in previous.key_sets:
+            key_sets[filename] = previous.key_sets[filename]
+            continue
+        try:
+            keys, problems = load_key_file(read(source), filename)
+        except (ValueError, dns.exception.DNSException) as e:
+            kept = previous.key_sets.get(filename)
+            log.error("%s; %s", e, f"keeping its {len(kept)} previous keys" if kept
+                      else "no keys from this file")
+            if kept:
+                key_sets[filename] = kept
+            continue
+        for problem in problems:
+            log.warning("%s", problem)
+        log.info("keys from %s: %s", filename, ", ".join(
+            f"{k.name} ({k.operation or 'no right'})" for k in keys.values()) or "none")
+        key_sets[filename] = keys
+    for filename in previous.key_sets:
+        if filename not in key_files:
+            log.info("key file %s is gone from the repository; its keys are dropped", filename)
+    return key_sets
+
+
+def _merge_keys(key_sets: Mapping[str, dict[dns.name.Name, Key]]) -> KeyStore:
+    """One store; a key name in two files keeps the secret of the zone's own file."""
+    merged: dict[dns.name.Name, Key] = {}
+    for filename in sorted(key_sets, key=lambda f: (f != "_keys", f)):  # zone files override
+        for name, key in key_sets[filename].items():
+            if name in merged and merged[name].secret != key.secret:
+                log.warning("key %s has secrets in two files; the one in %s is used",
+                            name, filename)
+            merged[name] = key
+    return KeyStore(merged)
 
 
 def _load_one(

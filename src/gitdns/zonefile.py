@@ -33,6 +33,7 @@ A, AAAA, NS, SOA, CNAME, MX, SRV, DNAME = (
     dns.rdatatype.SRV,
     dns.rdatatype.DNAME,
 )
+_SINGLETONS = {SOA, CNAME, DNAME}  # RFC 1035 3.3.13, RFC 2181 10.1, RFC 6672 2.4
 # Types that may stand beside a CNAME (RFC 2181 10.1, RFC 4035 2.5).
 _CNAME_COMPANIONS = {CNAME, dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.KEY}
 
@@ -83,6 +84,8 @@ class _RecordSink:
         self.line = 0  # where the record being read starts; set by _LineReader
         self.rrsets: dict[tuple[dns.name.Name, int, int], dns.rrset.RRset] = {}
         self.lines: dict[tuple[dns.name.Name, int, int], int] = {}
+        self.record_lines: dict[tuple[dns.name.Name, object], int] = {}
+        self.singleton_dupes: list[tuple[dns.name.Name, int, int]] = []
         self.out_of_zone: list[tuple[dns.name.Name, int]] = []
         self.ttl_conflicts: list[tuple[dns.name.Name, int, int]] = []
         self._origin = origin
@@ -107,11 +110,16 @@ class _RecordSink:
             rrset = dns.rrset.RRset(name, dns.rdataclass.IN, rdata.rdtype, rdata.covers())
             self.rrsets[key] = rrset
             self.lines[key] = line
+        elif rdata.rdtype in _SINGLETONS and rdata not in rrset:
+            # dnspython would silently replace the first; a second SOA/CNAME/DNAME is an error.
+            self.singleton_dupes.append((name, rdata.rdtype, line))
+            return
         elif rrset.ttl != ttl:
             # RFC 2181 5.2: one TTL per RRset; like BIND we keep the lowest and warn.
             self.ttl_conflicts.append((name, rdata.rdtype, line))
             ttl = min(ttl, rrset.ttl)
         rrset.add(rdata, ttl)
+        self.record_lines.setdefault((name, rdata), line)
 
 
 class _RecordError(Exception):
@@ -151,20 +159,23 @@ def _describe(e: Exception) -> str:
     return f"{type(e).__name__}: {text}"
 
 
-def parse_zone(
-    text: str | bytes, origin: dns.name.Name | str, filename: str = "<zone>"
-) -> tuple[Zone, list[str]]:
-    """Parse and check one master file; returns the zone and warnings, or raises ZoneLoadError."""
-    if isinstance(origin, str):
-        origin = dns.name.from_text(origin)
+def _decode(text: str | bytes, filename: str) -> str:
     if isinstance(text, bytes):
         try:
-            text = text.decode("utf-8")
+            return text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ZoneLoadError([ZoneError(filename, None, f"not UTF-8 text: {e}")]) from None
-    sink = _RecordSink(origin)
+    return text
+
+
+def _read(
+    text: str, origin: dns.name.Name, filename: str, sink, default_ttl: int | None = None
+) -> None:
+    """Run dnspython's reader over `text` into `sink`; errors become ZoneLoadError with lines."""
     tok = dns.tokenizer.Tokenizer(text, filename)
-    reader = _LineReader(tok, dns.rdataclass.IN, sink, allow_include=False)  # type: ignore[arg-type]
+    reader = _LineReader(
+        tok, dns.rdataclass.IN, sink, allow_include=False, default_ttl=default_ttl  # type: ignore[arg-type]
+    )
     # The Reader silently drops records outside the zone; we want to report them instead,
     # so it is told that every name is inside and the sink sorts them out.
     reader.zone_origin = dns.name.root
@@ -188,12 +199,46 @@ def parse_zone(
         raise ZoneLoadError(
             [ZoneError(filename, tok.line_number, f"{type(e).__name__}: {e}")]
         ) from None
+
+
+def parse_zone(
+    text: str | bytes, origin: dns.name.Name | str, filename: str = "<zone>"
+) -> tuple[Zone, list[str]]:
+    """Parse and check one master file; returns the zone and warnings, or raises ZoneLoadError."""
+    if isinstance(origin, str):
+        origin = dns.name.from_text(origin)
+    text = _decode(text, filename)
+    sink = _RecordSink(origin)
+    _read(text, origin, filename, sink)
     errors, warnings = check_records(
-        origin, sink.rrsets, filename, sink.lines, sink.out_of_zone, sink.ttl_conflicts
+        origin, sink.rrsets, filename, sink.lines, sink.out_of_zone, sink.ttl_conflicts,
+        sink.record_lines, sink.singleton_dupes,
     )
     if errors:
         raise ZoneLoadError(errors)
     return Zone(origin, sink.rrsets.values()), warnings
+
+
+class _ListSink(_RecordSink):
+    """Every record in file order with its line, in or out of the origin (for `_keys` files)."""
+
+    def __init__(self, origin: dns.name.Name):
+        super().__init__(origin)
+        self.records: list[tuple[dns.name.Name, object, int]] = []
+
+    def add(self, name: dns.name.Name, ttl: int, rdata) -> None:
+        self.records.append((name, rdata, self.line))
+
+
+def read_records(
+    text: str | bytes, origin: dns.name.Name, filename: str
+) -> list[tuple[dns.name.Name, object, int]]:
+    """(owner, rdata, line) of every record of a master file, unchecked; ZoneLoadError if the
+    file does not parse."""
+    text = _decode(text, filename)
+    sink = _ListSink(origin)
+    _read(text, origin, filename, sink, default_ttl=0)  # `_keys` files carry no TTLs
+    return sink.records
 
 
 def check_zone(zone: Zone, filename: str = "") -> tuple[list[ZoneError], list[str]]:
@@ -212,6 +257,8 @@ def check_records(
     lines: dict[tuple[dns.name.Name, int, int], int] | None = None,
     out_of_zone: list[tuple[dns.name.Name, int]] = (),  # type: ignore[assignment]
     ttl_conflicts: list[tuple[dns.name.Name, int, int]] = (),  # type: ignore[assignment]
+    record_lines: dict[tuple[dns.name.Name, object], int] | None = None,
+    singleton_dupes: list[tuple[dns.name.Name, int, int]] = (),  # type: ignore[assignment]
 ) -> tuple[list[ZoneError], list[str]]:
     """The rules a primary enforces before serving (as BIND's check-integrity does)."""
     errors: list[ZoneError] = []
@@ -221,8 +268,12 @@ def check_records(
     def err(line: int | None, msg: str) -> None:
         errors.append(ZoneError(filename, line, msg))
 
+    record_lines = record_lines or {}
     for name, line in out_of_zone:
         err(line, f"{name} is outside the zone {origin}")
+    for name, rdtype, line in singleton_dupes:
+        tname = dns.rdatatype.to_text(rdtype)
+        err(line, f"a second {tname} record at {name}; only one is allowed")
     for name, rdtype, line in ttl_conflicts:
         warnings.append(
             f"{filename}:{line}: TTL of {name} {dns.rdatatype.to_text(rdtype)} differs from "
@@ -237,9 +288,6 @@ def check_records(
     apex_soa = rrsets.get((origin, SOA, 0))
     if apex_soa is None:
         err(None, f"no SOA record at the zone apex {origin}")
-    elif len(apex_soa) != 1:
-        err(lines[(origin, SOA, 0)],
-            f"{len(apex_soa)} SOA records at {origin}; exactly one is allowed")
     for key, _r in soas:
         if key[0] != origin:
             err(lines[key], f"SOA record at {key[0]}, below the apex of {origin}")
@@ -260,10 +308,6 @@ def check_records(
         if CNAME in types and types - _CNAME_COMPANIONS:
             others = ", ".join(sorted(dns.rdatatype.to_text(t) for t in types - _CNAME_COMPANIONS))
             err(lines[(name, CNAME, 0)], f"CNAME at {name} beside other data ({others})")
-        if CNAME in types and len(rrsets[(name, CNAME, 0)]) > 1:
-            err(lines[(name, CNAME, 0)], f"more than one CNAME record at {name}")
-        if DNAME in types and len(rrsets[(name, DNAME, 0)]) > 1:
-            err(lines[(name, DNAME, 0)], f"more than one DNAME record at {name}")
         cut = below_cut(name)
         occluded = types - {A, AAAA}
         if cut is not None and occluded:
@@ -296,7 +340,7 @@ def check_records(
             if not has_address(target):
                 kind = "glue" if rdtype == NS and name != origin else "address"
                 err(
-                    lines[(name, rdtype, 0)],
+                    record_lines.get((name, rd)) or lines[(name, rdtype, 0)],
                     f"{tname} {name} -> {target}: the target is inside the zone "
                     f"but has no {kind} (A or AAAA) record",
                 )

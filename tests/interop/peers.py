@@ -238,7 +238,9 @@ def start_gitdns(
     return peer
 
 
-def make_git_repo(path: Path | str, files: Mapping[str, str | bytes], message: str = "zones") -> Path:
+def make_git_repo(
+    path: Path | str, files: Mapping[str, str | bytes], message: str = "zones"
+) -> Path:
     """A git repository at `path` (branch main) with `files` committed at its top level."""
     git = shutil.which("git")
     if git is None:
@@ -249,9 +251,7 @@ def make_git_repo(path: Path | str, files: Mapping[str, str | bytes], message: s
     ident += ["-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main"]
 
     def run(*args: str) -> None:
-        subprocess.run(
-            [git, *ident, *args], cwd=path, check=True, capture_output=True, timeout=30
-        )
+        subprocess.run([git, *ident, *args], cwd=path, check=True, capture_output=True, timeout=30)
 
     run("init", "-q", "-b", "main")
     for name, content in files.items():

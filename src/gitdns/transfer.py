@@ -1,0 +1,321 @@
+"""Outbound zone transfers, AXFR (RFC 5936) and IXFR (RFC 1995), as a stream of wire messages.
+
+Rules this module keeps:
+- Every message of a transfer has the query's ID, QR and AA set, at most `max_size` bytes with
+  its OPT and TSIG; the question is in the first message only, as BIND and Knot do
+  (RFC 5936 2.2.1 allows it in all). No sockets and no clock: the time to sign with is `now`.
+- A signed query gets every message signed with its key, the first over the request MAC and the
+  rest chained to the previous MAC (RFC 8945 5.3.1), as BIND does.
+- IXFR over UDP is the whole reply in one message, or else only the current SOA, which tells the
+  client to retry over TCP (RFC 1995 section 2).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Callable, Iterable, Iterator
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.OPT
+import dns.rdtypes.ANY.TSIG
+import dns.renderer
+import dns.rrset
+import dns.tsig
+
+from gitdns.diff import Record, ZoneDiff, condense
+from gitdns.serial import serial_gt
+from gitdns.zone import Zone
+
+#: The TSIG time fudge we sign with (RFC 8945 10 recommends 300 seconds).
+TSIG_FUDGE = 300
+#: The EDNS payload size we advertise; the same as the query path's (core.OUR_UDP_PAYLOAD).
+OUR_UDP_PAYLOAD = 1232
+MIN_MESSAGE = 512
+MAX_MESSAGE = 65535
+
+Clock = float | Callable[[], float]
+
+
+class BadIXFRQuery(dns.exception.FormError):
+    """An IXFR query without exactly one SOA record of the zone in its authority section."""
+
+
+def client_serial(query: dns.message.Message) -> int | None:
+    """The serial the client has, from the SOA in an IXFR query's authority section.
+
+    None for a query that is not an IXFR (an AXFR names no serial). A malformed IXFR query raises
+    BadIXFRQuery, which the caller answers with FORMERR (RFC 1995 section 3 requires the SOA).
+    """
+    if len(query.question) != 1:
+        raise BadIXFRQuery("a transfer query must have exactly one question")
+    question = query.question[0]
+    if question.rdtype != dns.rdatatype.IXFR:
+        return None
+    soa = query.authority[0] if len(query.authority) == 1 else None
+    if soa is None or soa.rdtype != dns.rdatatype.SOA or len(soa) != 1:
+        raise BadIXFRQuery("an IXFR query needs exactly one SOA record in its authority section")
+    if soa.name != question.name:
+        raise BadIXFRQuery(
+            f"the SOA in the IXFR query is for {soa.name}, not for the zone {question.name}"
+        )
+    return soa[0].serial
+
+
+def axfr_messages(
+    zone: Zone,
+    query: dns.message.Message,
+    *,
+    max_size: int = MAX_MESSAGE,
+    now: Clock | None = None,
+) -> Iterator[bytes]:
+    """The AXFR reply: SOA, every other RRset, SOA, in as many messages as needed.
+
+    `now` (seconds since the epoch, or a function returning them, read once per message so a
+    slow transfer does not outlive the TSIG fudge) is required when the query was signed. The
+    checks run at the call, not at the first `next()`, so a caller can still answer an error.
+    """
+    stream = _Stream(query, max_size, now)
+    return stream.messages(_full(zone))
+
+
+def ixfr_messages(
+    zone: Zone,
+    diffs: list[ZoneDiff] | None,
+    query: dns.message.Message,
+    *,
+    tcp: bool,
+    max_size: int = MAX_MESSAGE,
+    udp_size: int = MIN_MESSAGE,
+    now: Clock | None = None,
+) -> Iterator[bytes]:
+    """The IXFR reply for a client at `client_serial(query)`.
+
+    `diffs` is the unbroken chain of differences from the client's serial to `zone.serial`
+    (oldest first), or None when it is unknown: the reply is then a full transfer in IXFR form
+    (RFC 1995 section 4). A client at or beyond the current serial gets the current SOA alone.
+    Over UDP (`tcp=False`) the reply is one message of at most `udp_size` bytes; a reply that
+    does not fit becomes the current SOA alone, the RFC's way of saying "ask over TCP".
+    """
+    serial = client_serial(query)
+    if serial is None:
+        raise BadIXFRQuery("not an IXFR query")
+    current: list[dns.rrset.RRset] = [zone.soa]
+    rrsets: Iterable[dns.rrset.RRset]
+    if not serial_gt(zone.serial, serial):
+        rrsets = current
+    elif diffs is None:
+        rrsets = _full(zone)
+    else:
+        rrsets = _incremental(zone, _shortest(zone, serial, diffs))
+    if tcp:
+        return _Stream(query, max_size, now).messages(rrsets)
+    stream = _Stream(query, udp_size, now)
+    wire = stream.single(rrsets)
+    if wire is None:
+        wire = stream.single(current)
+        assert wire is not None  # an SOA always fits 512 bytes
+    return iter((wire,))
+
+
+# -- what goes into a transfer -----------------------------------------------------------------
+
+
+def _full(zone: Zone) -> Iterator[dns.rrset.RRset]:
+    """AXFR order: the SOA, everything else, the SOA again (RFC 5936 2.2)."""
+    yield from zone.rrsets()
+    yield zone.soa
+
+
+def _shortest(zone: Zone, serial: int, diffs: list[ZoneDiff]) -> list[ZoneDiff]:
+    """The chain as given, or condensed into one difference when that sends fewer records.
+
+    The chain is checked first: sent as it is, a broken chain would corrupt the client's zone.
+    """
+    if not diffs:
+        raise ValueError(f"no differences from serial {serial} to {zone.serial}")
+    if diffs[0].old_serial != serial:
+        raise ValueError(f"the differences start at {diffs[0].old_serial}, not at {serial}")
+    for older, newer in zip(diffs, diffs[1:], strict=False):
+        if older.new_serial != newer.old_serial:
+            raise ValueError(
+                f"the differences are not a chain: {older.new_serial} then {newer.old_serial}"
+            )
+    if diffs[-1].new_serial != zone.serial:
+        raise ValueError(f"the differences end at {diffs[-1].new_serial}, not at {zone.serial}")
+    if len(diffs) == 1:
+        return diffs
+    condensed = condense(diffs)
+    return [condensed] if len(condensed) < sum(len(d) for d in diffs) else diffs
+
+
+def _incremental(zone: Zone, diffs: list[ZoneDiff]) -> Iterator[dns.rrset.RRset]:
+    """RFC 1995 section 4: current SOA, per difference (old SOA, deletions, new SOA, additions),
+    current SOA."""
+    yield zone.soa
+    for diff in diffs:
+        yield _record_rrset(diff.old_soa)
+        yield from _grouped(diff.deleted)
+        yield _record_rrset(diff.new_soa)
+        yield from _grouped(diff.added)
+    yield zone.soa
+
+
+def _record_rrset(record: Record) -> dns.rrset.RRset:
+    name, ttl, rd = record
+    rrset = dns.rrset.RRset(name, rd.rdclass, rd.rdtype, rd.covers())
+    rrset.add(rd, ttl)
+    return rrset
+
+
+def _grouped(records: Iterable[Record]) -> Iterable[dns.rrset.RRset]:
+    """Records as RRsets, in order of first appearance: one owner name and type header per group
+    in the message model, and a reader that sees whole RRsets. Records of one RRset with
+    different TTLs (possible in a condensed difference) stay apart, as one RRset has one TTL."""
+    groups: dict[tuple[dns.name.Name, int, int, int], dns.rrset.RRset] = {}
+    for name, ttl, rd in records:
+        key = (name, rd.rdtype, rd.covers(), ttl)
+        rrset = groups.get(key)
+        if rrset is None:
+            rrset = groups[key] = dns.rrset.RRset(name, rd.rdclass, rd.rdtype, rd.covers())
+        rrset.add(rd, ttl)
+    return groups.values()
+
+
+# -- messages on the wire ----------------------------------------------------------------------
+
+
+class _Signer:
+    """Signs the messages of one transfer in turn, each chained to the MAC before it."""
+
+    def __init__(self, query: dns.message.Message, clock: Clock):
+        key = query.keyring
+        if isinstance(key, bytes) and query.keyname is not None and query.keyalgorithm:
+            key = dns.tsig.Key(query.keyname, key, query.keyalgorithm)
+        if not isinstance(key, dns.tsig.Key):
+            raise ValueError("the query is signed but was not parsed with a keyring")
+        self.key = key
+        self.clock = clock
+        self.request_mac = query.mac or b""
+        self.template = dns.rdtypes.ANY.TSIG.TSIG(
+            dns.rdataclass.ANY,
+            dns.rdatatype.TSIG,
+            key.algorithm,
+            0,
+            TSIG_FUDGE,
+            b"",
+            query.id,
+            0,
+            b"",
+        )
+        self.ctx: object | None = None
+        self.owner = key.name.to_wire()  # in full: a TSIG owner is never compressed
+        full_mac = self.template.replace(mac=b"\x00" * dns.tsig.mac_sizes[key.algorithm])
+        self.size = len(self.owner) + 10 + len(full_mac.to_wire())
+
+    def sign(self, wire: bytes) -> bytes:
+        """`wire` with its TSIG record appended (RFC 8945 4.2; chained as in 5.3.1)."""
+        now = self.clock() if callable(self.clock) else self.clock
+        rdata, self.ctx = dns.tsig.sign(
+            wire, self.key, self.template, int(now), self.request_mac, self.ctx, True
+        )
+        rd = rdata.to_wire()
+        record = self.owner + struct.pack(
+            "!HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0, len(rd)
+        )
+        (arcount,) = struct.unpack_from("!H", wire, 10)
+        return wire[:10] + struct.pack("!H", arcount + 1) + wire[12:] + record + rd
+
+
+class _Stream:
+    """The messages of one reply: header, question, OPT and TSIG handled once for all."""
+
+    def __init__(self, query: dns.message.Message, max_size: int, now: Clock | None):
+        if not MIN_MESSAGE <= max_size <= MAX_MESSAGE:
+            raise ValueError(f"message size {max_size} is not within {MIN_MESSAGE}..{MAX_MESSAGE}")
+        self.max_size = max_size
+        self.id = query.id
+        self.flags = dns.flags.QR | dns.flags.AA | (query.flags & dns.flags.RD)
+        self.question = [(q.name, q.rdtype, q.rdclass) for q in query.question]
+        self.opt: dns.rrset.RRset | None = None
+        reserve = 0
+        if query.edns >= 0:
+            # RFC 6891 7: an EDNS query gets an OPT in the reply; we put one in every message.
+            opt = dns.rdtypes.ANY.OPT.OPT(OUR_UDP_PAYLOAD, dns.rdatatype.OPT, ())
+            self.opt = dns.rrset.from_rdata(dns.name.root, query.ednsflags & dns.flags.DO, opt)
+            out = io.BytesIO()
+            self.opt.to_wire(out)
+            reserve += len(out.getvalue())
+        self.signer: _Signer | None = None
+        if query.had_tsig:
+            if now is None:
+                raise ValueError("the query is signed: the time to sign with (now) is needed")
+            self.signer = _Signer(query, now)
+            reserve += self.signer.size
+        self.reserve = reserve
+
+    def _renderer(self, first: bool) -> dns.renderer.Renderer:
+        r = dns.renderer.Renderer(self.id, self.flags, self.max_size)
+        r.reserve(self.reserve)
+        if first:
+            for name, rdtype, rdclass in self.question:
+                r.add_question(name, rdtype, rdclass)
+        return r
+
+    def _finish(self, r: dns.renderer.Renderer) -> bytes:
+        r.release_reserved()
+        if self.opt is not None:
+            r.add_rrset(dns.renderer.ADDITIONAL, self.opt)
+        r.write_header()
+        wire = r.get_wire()
+        return self.signer.sign(wire) if self.signer is not None else wire
+
+    def messages(self, rrsets: Iterable[dns.rrset.RRset]) -> Iterator[bytes]:
+        """As few messages as the size allows; RRsets whole where they fit, an RRset larger than
+        a message split record by record (the wire form is the same, RRsets are not framed)."""
+        r = self._renderer(first=True)
+        for rrset in rrsets:
+            try:
+                r.add_rrset(dns.renderer.ANSWER, rrset)
+                continue
+            except dns.exception.TooBig:
+                pass
+            if r.counts[dns.renderer.ANSWER]:
+                yield self._finish(r)
+                r = self._renderer(first=False)
+                try:
+                    r.add_rrset(dns.renderer.ANSWER, rrset)
+                    continue
+                except dns.exception.TooBig:
+                    pass
+            for rd in rrset:
+                one = dns.rrset.RRset(rrset.name, rrset.rdclass, rrset.rdtype, rrset.covers)
+                one.add(rd, rrset.ttl)
+                try:
+                    r.add_rrset(dns.renderer.ANSWER, one)
+                    continue
+                except dns.exception.TooBig:
+                    if not r.counts[dns.renderer.ANSWER]:
+                        raise dns.exception.TooBig(
+                            f"a record of {rrset.name} is larger than a {self.max_size}-byte "
+                            "message"
+                        ) from None
+                yield self._finish(r)
+                r = self._renderer(first=False)
+                r.add_rrset(dns.renderer.ANSWER, one)
+        yield self._finish(r)
+
+    def single(self, rrsets: Iterable[dns.rrset.RRset]) -> bytes | None:
+        """All of `rrsets` in one message, or None when they do not fit."""
+        r = self._renderer(first=True)
+        try:
+            for rrset in rrsets:
+                r.add_rrset(dns.renderer.ANSWER, rrset)
+        except dns.exception.TooBig:
+            return None
+        return self._finish(r)
