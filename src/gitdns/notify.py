@@ -70,7 +70,9 @@ def notify_targets(
     return list(found.values())
 
 
-def notify_message(origin: dns.name.Name, soa: dns.rrset.RRset | None, key: Key | None) -> dns.message.Message:
+def notify_message(
+    origin: dns.name.Name, soa: dns.rrset.RRset | None, key: Key | None
+) -> dns.message.Message:
     """A NOTIFY for `origin` carrying its current SOA (RFC 1996 3.7), signed with `key`."""
     message = dns.message.make_query(origin, dns.rdatatype.SOA)
     message.set_opcode(dns.opcode.NOTIFY)

@@ -21,10 +21,17 @@ RRsetKey = tuple[int, int]  # (rdtype, covers)
 class Zone:
     """The records of one zone, by owner name, with the structure answering needs."""
 
-    __slots__ = ("origin", "nodes", "names", "cuts", "soa", "serial", "record_count")
+    __slots__ = ("origin", "nodes", "names", "cuts", "soa", "serial", "record_count", "outside")
 
-    def __init__(self, origin: dns.name.Name, rrsets: Iterable[dns.rrset.RRset]):
+    def __init__(
+        self,
+        origin: dns.name.Name,
+        rrsets: Iterable[dns.rrset.RRset],
+        outside: dict[dns.name.Name, list[str]] | None = None,
+    ):
         self.origin = origin
+        # Addresses of out-of-zone name servers given in the file: used for NOTIFY, never served.
+        self.outside = outside or {}
         nodes: dict[dns.name.Name, dict[RRsetKey, dns.rrset.RRset]] = {}
         count = 0
         for rrset in rrsets:
@@ -50,6 +57,12 @@ class Zone:
     def get(self, name: dns.name.Name, rdtype: int, covers: int = 0) -> dns.rrset.RRset | None:
         node = self.nodes.get(name)
         return None if node is None else node.get((rdtype, covers))
+
+    def addresses_of(self, host: dns.name.Name) -> list[str]:
+        """IPv4 and IPv6 addresses of `host` that the zone file gives (in-zone or outside)."""
+        found = [rd.address for t in (dns.rdatatype.A, dns.rdatatype.AAAA)
+                 for rd in (self.get(host, t) or ())]
+        return found + self.outside.get(host, [])
 
     def rrsets(self) -> Iterable[dns.rrset.RRset]:
         """Every RRset, SOA first (the order AXFR needs)."""

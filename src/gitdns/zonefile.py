@@ -86,7 +86,7 @@ class _RecordSink:
         self.lines: dict[tuple[dns.name.Name, int, int], int] = {}
         self.record_lines: dict[tuple[dns.name.Name, object], int] = {}
         self.singleton_dupes: list[tuple[dns.name.Name, int, int]] = []
-        self.out_of_zone: list[tuple[dns.name.Name, int]] = []
+        self.out_of_zone: list[tuple[dns.name.Name, int, object]] = []
         self.ttl_conflicts: list[tuple[dns.name.Name, int, int]] = []
         self._origin = origin
 
@@ -102,7 +102,7 @@ class _RecordSink:
     def add(self, name: dns.name.Name, ttl: int, rdata) -> None:
         line = self.line
         if not name.is_subdomain(self._origin):
-            self.out_of_zone.append((name, line))
+            self.out_of_zone.append((name, line, rdata))
             return
         key = (name, rdata.rdtype, rdata.covers())
         rrset = self.rrsets.get(key)
@@ -216,7 +216,10 @@ def parse_zone(
     )
     if errors:
         raise ZoneLoadError(errors)
-    return Zone(origin, sink.rrsets.values()), warnings
+    outside: dict[dns.name.Name, list[str]] = {}
+    for name, _line, rdata in sink.out_of_zone:
+        outside.setdefault(name, []).append(rdata.address)
+    return Zone(origin, sink.rrsets.values(), outside), warnings
 
 
 class _ListSink(_RecordSink):
@@ -255,7 +258,7 @@ def check_records(
     rrsets: dict[tuple[dns.name.Name, int, int], dns.rrset.RRset],
     filename: str,
     lines: dict[tuple[dns.name.Name, int, int], int] | None = None,
-    out_of_zone: list[tuple[dns.name.Name, int]] = (),  # type: ignore[assignment]
+    out_of_zone: list[tuple[dns.name.Name, int, object]] = (),  # type: ignore[assignment]
     ttl_conflicts: list[tuple[dns.name.Name, int, int]] = (),  # type: ignore[assignment]
     record_lines: dict[tuple[dns.name.Name, object], int] | None = None,
     singleton_dupes: list[tuple[dns.name.Name, int, int]] = (),  # type: ignore[assignment]
@@ -269,7 +272,10 @@ def check_records(
         errors.append(ZoneError(filename, line, msg))
 
     record_lines = record_lines or {}
-    for name, line in out_of_zone:
+    ns_hosts = {rd.target for (_n, t, _c), rrset in rrsets.items() if t == NS for rd in rrset}
+    for name, line, rdata in out_of_zone:
+        if rdata.rdtype in (A, AAAA) and name in ns_hosts:
+            continue  # the address of an out-of-zone name server: kept for NOTIFY, not served
         err(line, f"{name} is outside the zone {origin}")
     for name, rdtype, line in singleton_dupes:
         tname = dns.rdatatype.to_text(rdtype)
