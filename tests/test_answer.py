@@ -448,11 +448,25 @@ def test_referral(zones: ZoneSet, qname: str, qtype: str) -> None:
     ]
 
 
-def test_referral_carries_ds_when_do_is_set(zones: ZoneSet) -> None:
-    # RFC 4035 3.1.4: a signed delegation's DS goes in the referral's authority section.
+def test_referral_of_unsigned_zone_has_no_ds_even_with_do(zones: ZoneSet) -> None:
+    # The DS of a referral comes with its RRSIGs (RFC 4035 3.1.4); an unsigned zone has none,
+    # and BIND 9.18 leaves the DS out: so do we.
     msg, _, _ = ask(zones, "host.sub.example.test.", "A", use_edns=0, want_dnssec=True)
     assert not is_aa(msg)
-    assert owners_types(msg.authority) == [("sub.example.test.", "NS"), ("sub.example.test.", "DS")]
+    assert owners_types(msg.authority) == [("sub.example.test.", "NS")]
+
+
+def test_referral_of_signed_zone_carries_ds_when_do_is_set() -> None:
+    signed_text = MAIN + (
+        "sub RRSIG DS 13 3 3600 20300101000000 20200101000000 12345 example.test. "
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n"
+    )
+    signed, _ = parse_zone(signed_text, "example.test.", "signed")
+    assert signed.signed
+    msg, _, _ = ask(ZoneSet({signed.origin: signed}), "host.sub.example.test.", "A", use_edns=0,
+                    want_dnssec=True)
+    assert not is_aa(msg)
+    assert ("sub.example.test.", "DS") in owners_types(msg.authority)
 
 
 @pytest.mark.parametrize("edns", [-1, 0])

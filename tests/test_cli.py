@@ -37,7 +37,7 @@ def git(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_init_makes_a_repository_that_checks_and_holds_a_key(tmp_path):
     repo = tmp_path / "zones"
-    out = gitdns("init", str(repo))
+    out = gitdns("init", "zones", cwd=tmp_path)  # a relative path, as an operator types it
     assert out.returncode == 0, out.stderr
     assert "gitdns serve --remote" in out.stdout and "dig @127.0.0.1" in out.stdout
     log = git(repo, "log", "--format=%s")

@@ -355,10 +355,11 @@ def test_non_address_data_below_a_cut_is_a_warning_only() -> None:
     assert f"{FILE}:{line}" in warnings[0]
 
 
-def test_ttl_conflict_is_a_warning_and_lowest_ttl_wins() -> None:
+def test_ttl_conflict_is_a_warning_and_first_ttl_wins() -> None:
+    # BIND 9.18 keeps the first TTL of an RRset ("TTL set to prior TTL"); so do we.
     zone, warnings = parse_ok("x 600 A 192.0.2.1\nx 60 A 192.0.2.2\n")
     assert len(warnings) == 1 and "TTL" in warnings[0] and FILE in warnings[0]
-    assert zone.get(n("x.example.test."), dns.rdatatype.A).ttl == 60
+    assert zone.get(n("x.example.test."), dns.rdatatype.A).ttl == 600
 
 
 # --- zone_name_from_filename ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 import dns.name
@@ -46,6 +47,7 @@ class Lookup:
     additional: list[dns.rrset.RRset] = field(default_factory=list)
     referral: bool = False  # glue in `additional` is required (RFC 9471)
     dnssec_ok: bool = False
+    served: Container[dns.name.Name] = ()
 
 
 def lookup(
@@ -54,20 +56,28 @@ def lookup(
     qtype: int,
     any_in_full: bool = True,
     dnssec_ok: bool = False,
+    served: Container[dns.name.Name] = (),
 ) -> Lookup:
     """Answer `qname`/`qtype` from `zone` (which must enclose `qname`).
 
     `any_in_full` False answers ANY with a single RRset (RFC 8482 section 4.2, used over UDP).
-    `dnssec_ok` (the DO bit) adds the DS of a delegation to a referral (RFC 3225 3, RFC 4035).
+    `dnssec_ok` (the DO bit) adds the DS of a delegation to a referral of a signed zone.
+    `served` names the other zones we serve: a chain that leads into one of them ends there,
+    as BIND ends it, instead of referring the client to ourselves.
     """
-    result = Lookup(dnssec_ok=dnssec_ok)
-    name = qname
+    result = Lookup(dnssec_ok=dnssec_ok, served=served)
+    name: dns.name.Name | None = qname
     seen: set[dns.name.Name] = set()
     for _ in range(MAX_CHAIN):
         seen.add(name)
         name = _resolve(zone, name, qtype, any_in_full, result)
-        if name is None or name in seen or not name.is_subdomain(zone.origin):
+        if name is None or not name.is_subdomain(zone.origin):
             break
+        if name in seen:
+            result.rcode = dns.rcode.SERVFAIL  # a CNAME loop (RFC 1034 3.6.2: an error)
+            break
+    else:
+        result.rcode = dns.rcode.SERVFAIL  # longer than MAX_CHAIN, as BIND's max restarts
     _add_additional(zone, result)
     return result
 
@@ -91,7 +101,9 @@ def _resolve(
         if node is None:
             continue
         if i and (_DNAME, 0) in node:
-            return _dname(zone, name, n, node[(_DNAME, 0)], result)
+            target = _dname(zone, name, n, node[(_DNAME, 0)], result)
+            # The synthesized CNAME answers a CNAME or ANY query (RFC 1034 4.3.2 step 3a).
+            return None if qtype in (_CNAME, _ANY) else target
         if n in zone.cuts and not (i == 0 and qtype == _DS):
             _referral(zone, n, result)
             return None
@@ -154,10 +166,12 @@ def _nodata(zone: Zone, result: Lookup) -> None:
 
 def _referral(zone: Zone, cut: dns.name.Name, result: Lookup) -> None:
     """RFC 1034 4.3.2 3.b: NS of the cut in authority, AA clear unless a chain led here."""
+    if result.answer and cut in result.served:
+        return  # a chain into a child zone we serve ends at the alias (as BIND does)
     if not result.answer:
         result.aa = False
     result.authority = [zone.nodes[cut][(_NS, 0)]]
-    ds = zone.get(cut, _DS) if result.dnssec_ok else None
+    ds = zone.get(cut, _DS) if result.dnssec_ok and zone.signed else None
     if ds is not None:
         result.authority.append(ds)
     result.referral = True
@@ -186,24 +200,38 @@ def _dname(
 def _add_additional(zone: Zone, result: Lookup) -> None:
     """Addresses of NS, MX and SRV targets held in the zone (glue included for NS)."""
     present = {(r.name, r.rdtype) for r in result.answer}
-    targets: list[dns.name.Name] = []
+    targets: list[tuple[dns.name.Name, bool]] = []  # (target, glue allowed)
     for section in (result.answer, result.authority):
         for rrset in section:
             rdtype = rrset.rdtype
             if rdtype == _NS:
-                targets.extend(rd.target for rd in rrset)
+                targets.extend((rd.target, True) for rd in rrset)
             elif rdtype == dns.rdatatype.MX:
-                targets.extend(rd.exchange for rd in rrset)
+                targets.extend((rd.exchange, False) for rd in rrset)
             elif rdtype == dns.rdatatype.SRV:
-                targets.extend(rd.target for rd in rrset)
+                targets.extend((rd.target, False) for rd in rrset)
     added: set[tuple[dns.name.Name, int]] = set()
-    for target in targets:
+    for target, glue_allowed in targets:
         node = zone.nodes.get(target)
         if node is None:
             continue
+        if not glue_allowed and _below_cut(zone, target):
+            continue  # glue is for referrals only, never authoritative data (RFC 2181 5.4.1)
         for rdtype in (_A, _AAAA):
             key = (target, rdtype)
             rrset = node.get((rdtype, 0))
             if rrset is not None and key not in present and key not in added:
                 added.add(key)
                 result.additional.append(rrset)
+
+
+def _below_cut(zone: Zone, name: dns.name.Name) -> bool:
+    """Is `name` at or below a delegation of `zone`?"""
+    if not zone.cuts:
+        return False
+    n = name
+    while n != zone.origin and len(n) > len(zone.origin):
+        if n in zone.cuts:
+            return True
+        n = n.parent()
+    return False

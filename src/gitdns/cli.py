@@ -67,6 +67,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         print(f"gitdns serve: bad --listen address: {e}", file=sys.stderr)
         return 2
+    try:
+        also_notify = [_host_port(a, 53) for a in args.also_notify or []]
+    except ValueError as e:
+        print(f"gitdns serve: bad --also-notify address: {e}", file=sys.stderr)
+        return 2
     config = PrimaryConfig(
         remote=args.remote,
         data_dir=Path(args.data_dir or _default_data_dir()).absolute(),
@@ -75,6 +80,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_queries=args.log_queries,
         poll=args.poll,
         tcp_idle_timeout=args.tcp_idle_timeout,
+        notify=args.notify,
+        also_notify=also_notify,
+        axfr_unauthenticated=args.axfr_unauthenticated,
     )
     primary = Primary(config)
     try:
@@ -91,6 +99,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger("gitdns").error("cannot listen: %s", e)
         return 1
     return 0
+
+
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    """`127.0.0.1`, `127.0.0.1:5300`, `[::1]:5300`, `::1` -> (host, port)."""
+    import ipaddress
+
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else default_port
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        port = int(p)
+    else:
+        host, port = text, default_port
+    ipaddress.ip_address(host)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    return host, port
 
 
 def _run(coro) -> None:
@@ -110,7 +137,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     from gitdns.keys import dnskey_line, generate_secret
 
-    path = Path(args.directory)
+    path = Path(args.directory).absolute()  # dulwich reads relative paths from the repo root
     if (path / ".git").exists() or (path.exists() and any(path.iterdir())):
         print(f"gitdns init: {path} exists and is not empty; nothing done", file=sys.stderr)
         return 1
@@ -216,6 +243,52 @@ def _zone_content(zone) -> set:
     return out
 
 
+# -- notify -------------------------------------------------------------------------------------
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    """Send one signed NOTIFY and say what came back (the seeds' onotify)."""
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rcode
+    import dns.rdatatype
+    import dns.rrset
+
+    from gitdns.keys import KeyError_, read_key_option
+    from gitdns.notify import notify_message
+
+    try:
+        key = read_key_option(args.key_file and "@" + args.key_file or args.key)
+        host, port = _host_port(args.server, 53)
+    except (KeyError_, ValueError) as e:
+        print(f"gitdns notify: {e}", file=sys.stderr)
+        return 2
+    origin = dns.name.from_text(args.zone)
+    soa = None
+    if args.serial is not None:
+        soa = dns.rrset.from_text(origin, 0, "IN", "SOA", f". . {args.serial} 0 0 0 0")
+    message = notify_message(origin, soa, key)
+    try:
+        reply = dns.query.udp(message, host, port=port, timeout=args.timeout)
+    except dns.exception.Timeout:
+        print(f"gitdns notify: no answer from {args.server} in {args.timeout} s", file=sys.stderr)
+        return 1
+    except dns.tsig.PeerError as e:
+        print(f"gitdns notify: {args.server} refused the signature: {type(e).__name__}",
+              file=sys.stderr)
+        return 1
+    except (dns.exception.DNSException, OSError) as e:
+        print(f"gitdns notify: {args.server}: {e}", file=sys.stderr)
+        return 1
+    rcode = reply.rcode()
+    if rcode != dns.rcode.NOERROR:
+        print(f"gitdns notify: {args.server} answered {dns.rcode.to_text(rcode)}", file=sys.stderr)
+        return 1
+    print(f"NOTIFY {origin} acknowledged by {args.server} (signed reply verified)")
+    return 0
+
+
 # -- keygen -------------------------------------------------------------------------------------
 
 
@@ -261,9 +334,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-queries", action="store_true", help="log every query and its rcode")
     p.add_argument("--tcp-idle-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="close TCP connections idle this long (default: 10)")
+    p.add_argument("--notify", choices=["yes", "explicit", "no"], default="yes",
+                   help="whom to NOTIFY of changes: yes = the zone's NS hosts, the secondaries "
+                        "named by _transfer keys and --also-notify; explicit = --also-notify "
+                        "only; no = nobody (hidden secondaries are always told)")
+    p.add_argument("--also-notify", action="append", metavar="ADDR[:PORT]",
+                   help="also NOTIFY this secondary of every change (repeatable)")
+    p.add_argument("--axfr-unauthenticated", action="store_true",
+                   help="allow AXFR/IXFR without a TSIG key")
     p.add_argument("--log-level", default=argparse.SUPPRESS,
                    choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("notify", help="send a signed NOTIFY (makes a gitdns primary pull)")
+    p.add_argument("zone")
+    p.add_argument("--server", required=True, metavar="HOST[:PORT]")
+    p.add_argument("--key", help="NAME:ALG:SECRET, ALG:NAME:SECRET, or @FILE holding one")
+    p.add_argument("--key-file", help="a file holding the key string (keeps it out of ps)")
+    p.add_argument("--serial", type=int, help="the serial to announce")
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.set_defaults(func=cmd_notify)
 
     p = sub.add_parser("init", help="create a demo zone repository")
     p.add_argument("directory")
@@ -284,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "notify" and not (args.key or args.key_file):
+        parser.error("notify needs --key or --key-file")
     _setup_logging(args.log_level)
     return args.func(args)

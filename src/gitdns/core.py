@@ -143,7 +143,8 @@ def answer_query(
                             _error(query, dns.rcode.REFUSED, request))
         return _error(query, dns.rcode.REFUSED, request)
     dnssec_ok = query.edns >= 0 and bool(query.ednsflags & dns.flags.DO)
-    result = lookup(zone, qname, qtype, any_in_full=request.tcp, dnssec_ok=dnssec_ok)
+    result = lookup(zone, qname, qtype, any_in_full=request.tcp, dnssec_ok=dnssec_ok,
+                    served=zones)
     response = _response(query)
     response.set_rcode(result.rcode)
     if result.aa:
@@ -217,6 +218,7 @@ def reply(query: dns.message.Message, rcode: int = dns.rcode.NOERROR, request: R
 
 def _response(query: dns.message.Message) -> dns.message.Message:
     response = dns.message.make_response(query, our_payload=OUR_UDP_PAYLOAD, pad=0)
+    response.flags |= query.flags & dns.flags.CD  # RFC 4035 3.1.6 (copied, as BIND does)
     if query.edns >= 0:
         response.ednsflags = query.ednsflags & dns.flags.DO
     return response

@@ -1,9 +1,11 @@
 """The primary daemon: wires the git clone, the loader, the store, the core and the listeners.
 
 Rules this module keeps:
-- Git and parsing run in a worker thread; the event loop only answers and swaps versions, so a
-  reload never stops answering: the old version answers until the new one is swapped in whole.
-- Reloads run one at a time; a request arriving during a reload causes exactly one more.
+- Git, parsing and transfers run in worker threads; the event loop answers and swaps versions,
+  so a reload never stops answering: the old version answers until the new one is swapped in.
+- Pulls run one at a time; every request for one (SIGHUP, NOTIFY, poll) is served by a pull
+  that started after it arrived, so none is lost and a burst costs one or two pulls.
+- Every zone change (and the start) is announced by NOTIFY to the zone's secondaries.
 """
 
 from __future__ import annotations
@@ -11,17 +13,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rdatatype
 
-from gitdns import core
+from gitdns import core, transfer
 from gitdns.gitrepo import GitError, GitRepo
+from gitdns.history import ZoneHistory, diffs_from_git
+from gitdns.net.client import send_notify
 from gitdns.net.server import TCP_IDLE_TIMEOUT, DnsServer, ListenAddress, bind_sockets
-from gitdns.repository import RepositoryState, load_repository
+from gitdns.notify import notify_message, notify_targets
+from gitdns.repository import LoadReport, RepositoryState, load_repository
 from gitdns.store import Store
 
 log = logging.getLogger("gitdns.primary")
@@ -37,10 +44,22 @@ class PrimaryConfig:
     log_queries: bool = False
     poll: float | None = None
     tcp_idle_timeout: float = TCP_IDLE_TIMEOUT
+    notify: str = "yes"
+    also_notify: list[tuple[str, int]] = field(default_factory=list)
+    axfr_unauthenticated: bool = False
 
     @property
     def clone_dir(self) -> Path:
         return self.data_dir / "repository"
+
+
+@dataclass
+class _Watcher:
+    """A hidden secondary: a TCP connection that asked for the SOA with a transfer key."""
+
+    connection: object
+    key: object
+    origin: dns.name.Name
 
 
 class Primary:
@@ -50,62 +69,199 @@ class Primary:
         self.config = config
         self.store = Store()
         self.state = RepositoryState()
+        self.view = core.ServerState(
+            self.store.zones, axfr_unauthenticated=config.axfr_unauthenticated
+        )
+        self.history = ZoneHistory()
         self.repo: GitRepo | None = None
         self.server: DnsServer | None = None
+        self.watchers: list[_Watcher] = []
         self._stop = asyncio.Event()
         self._reload_wanted = asyncio.Event()
-        self._reloads_done = 0
+        self._pulls_requested = 0
+        self._pulls_done = 0
+        self._pull_done = asyncio.Condition()
+        self._tasks: set[asyncio.Task] = set()
 
     # -- answering -------------------------------------------------------------------------
 
     def handle(self, wire: bytes, request: core.Request):
-        reply = core.handle(self.store.zones, wire, request)
+        outcome = core.handle(self.view, wire, request, int(time.time()))
+        if isinstance(outcome, core.Deferred):
+            return self._deferred(outcome)
         if self.config.log_queries:
-            _log_query(wire, reply, request)
-        return reply
+            _log_query(wire, outcome, request)
+        return outcome
+
+    async def _deferred(self, job: core.Deferred):
+        try:
+            return await self._run_deferred(job)
+        except Exception:
+            log.exception("%s for %s failed; answering SERVFAIL", job.kind, job.origin)
+            return core.reply(job.query, dns.rcode.SERVFAIL, job.request, aa=False)
+
+    async def _run_deferred(self, job: core.Deferred):
+        peer = job.request.peer[0] if job.request.peer else "?"
+        keyname = job.key.name if job.key else "no key"
+        if job.kind == "notify":
+            log.info("NOTIFY for %s from %s (%s): pulling", job.origin, peer, keyname)
+            await self.pull()
+            return core.reply(job.query, dns.rcode.NOERROR, job.request)
+        if job.kind == "transfer":
+            return await self._transfer(job, peer, keyname)
+        if job.kind == "watch":
+            self._watch(job)
+            return job.reply
+        if job.kind == "update":
+            log.warning("UPDATE for %s from %s (%s): not served yet", job.origin, peer, keyname)
+            return core.reply(job.query, dns.rcode.NOTIMP, job.request)
+        return None
+
+    async def _transfer(self, job: core.Deferred, peer: str, keyname) -> list[bytes] | bytes:
+        zone = job.zone
+        assert zone is not None
+        qtype = job.query.question[0].rdtype
+        started = time.monotonic()
+        if qtype == dns.rdatatype.AXFR:
+            messages = await asyncio.to_thread(
+                lambda: list(transfer.axfr_messages(zone, job.query, now=time.time()))
+            )
+            kind = "AXFR"
+        else:
+            try:
+                serial = transfer.client_serial(job.query)
+            except ValueError as e:
+                log.info("IXFR for %s from %s: %s", zone.origin, peer, e)
+                return core.reply(job.query, dns.rcode.FORMERR, job.request, aa=False)
+            diffs = self.history.diffs_since(zone.origin, serial, zone.serial) if serial else None
+            if diffs is None and serial is not None and serial != zone.serial and self.repo:
+                diffs = await asyncio.to_thread(self._diffs_from_git, zone, serial)
+            messages = await asyncio.to_thread(lambda: list(transfer.ixfr_messages(
+                zone, diffs, job.query, tcp=job.request.tcp,
+                udp_size=core.reply_size(job.query, job.request), now=time.time())))
+            kind = f"IXFR from {serial} ({'incremental' if diffs else 'full or current'})"
+        log.info("%s of %s serial %d to %s (%s): %d messages, %.0f ms", kind, zone.origin,
+                 zone.serial, peer, keyname, len(messages), (time.monotonic() - started) * 1000)
+        return messages
+
+    def _diffs_from_git(self, zone, serial: int):
+        status = self.state.status.get(zone.origin)
+        if status is None or self.repo is None:
+            return None
+        try:
+            diffs = diffs_from_git(self.repo, status.filename, zone.origin, zone, serial)
+        except Exception:
+            log.exception("reading the history of %s from git", zone.origin)
+            return None
+        if diffs:
+            self.history.add_older(zone.origin, diffs)
+        return diffs
+
+    # -- hidden secondaries ----------------------------------------------------------------
+
+    def _watch(self, job: core.Deferred) -> None:
+        conn = job.request.connection
+        self.watchers = [w for w in self.watchers if getattr(w.connection, "open", False)]
+        if not any(w.connection is conn and w.origin == job.origin for w in self.watchers):
+            self.watchers.append(_Watcher(conn, job.key, job.origin))
+            log.info("hidden secondary %s registered for NOTIFY of %s (%s)",
+                     job.request.peer[0] if job.request.peer else "?", job.origin, job.key.name)
+        if job.zone is None:
+            # A root (or parent) key: tell it at once of every zone it may transfer.
+            for origin, zone in self.store.zones.items():
+                if job.key.allows("transfer", origin):
+                    conn.send(notify_message(origin, zone.soa, job.key).to_wire())
+
+    def _notify_watchers(self, origin: dns.name.Name) -> None:
+        zone = self.store.zones.get(origin)
+        self.watchers = [w for w in self.watchers if getattr(w.connection, "open", False)]
+        for w in self.watchers:
+            if origin.is_subdomain(w.origin) and w.key.allows("transfer", origin):
+                message = notify_message(origin, zone.soa if zone else None, w.key)
+                w.connection.send(message.to_wire())
+                log.info("NOTIFY %s sent to a hidden secondary (%s)", origin, w.key.name)
 
     # -- loading ---------------------------------------------------------------------------
 
-    def _load_from_repo(self) -> None:
-        """In a worker thread: read HEAD's files and load what changed."""
+    def _read_repo(self) -> tuple[RepositoryState, LoadReport]:
+        """In a worker thread: read HEAD's files and load what changed (nothing swapped yet)."""
         assert self.repo is not None
         files = self.repo.top_level_files()
-        state, report = load_repository(files, self.repo.read_blob, self.state)
+        return load_repository(files, self.repo.read_blob, self.state)
+
+    def _install(self, state: RepositoryState, report: LoadReport) -> None:
+        """On the loop: swap the new version in, remember history, tell the secondaries."""
+        old = self.state
         self.state = state
         self.store.swap(state.zones)
-        if report.changed or report.failed:
+        self.view = core.ServerState(state.zones, state.keys, self.config.axfr_unauthenticated)
+        for origin in report.loaded:
+            previous = old.zones.get(origin)
+            new = state.zones.get(origin)
+            if previous is not None and new is not None:
+                self.history.record(previous, new)
+        for origin in report.dropped:
+            self.history.forget(origin)
+        if report.changed or report.failed or report.keys_changed:
             log.info(
-                "serving %d zones at commit %s (%d loaded, %d dropped, %d with errors)",
-                len(state.zones), self.repo.head().decode()[:12],
-                len(report.loaded), len(report.dropped), len(report.failed),
+                "serving %d zones, %d keys at commit %s (%d loaded, %d dropped, %d with errors)",
+                len(state.zones), len(state.keys), self.repo.head().decode()[:12] if self.repo
+                else "?", len(report.loaded), len(report.dropped), len(report.failed),
             )
+        for origin in report.loaded:
+            self.notify_secondaries(origin)
 
-    def _pull_and_load(self) -> None:
+    def notify_secondaries(self, origin: dns.name.Name) -> None:
+        zone = self.store.zones.get(origin)
+        if zone is None:
+            return
+        for target in notify_targets(zone, self.state.keys, self.config.also_notify,
+                                     self.config.notify):
+            self._spawn(send_notify(target, origin, zone.soa))
+        self._notify_watchers(origin)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _pull(self) -> tuple[RepositoryState, LoadReport] | None:
         assert self.repo is not None
         try:
             moved = self.repo.fast_forward()
         except GitError as e:
-            log.error("reload: %s; still serving commit %s", e, self.repo.head().decode()[:12])
-            return
-        if moved:
-            log.info("reload: repository moved to %s", self.repo.head().decode()[:12])
-        else:
-            log.info("reload: repository unchanged at %s", self.repo.head().decode()[:12])
-        self._load_from_repo()
+            log.error("pull: %s; still serving commit %s", e, self.repo.head().decode()[:12])
+            return None
+        log.info("pull: repository %s %s", "moved to" if moved else "unchanged at",
+                 self.repo.head().decode()[:12])
+        return self._read_repo()
 
-    def request_reload(self) -> None:
-        """Ask for a pull and reload (SIGHUP, NOTIFY, poll timer); never runs two at once."""
+    def request_reload(self) -> int:
+        """Ask for a pull and reload (SIGHUP, NOTIFY, poll); returns a ticket for `pull()`."""
+        self._pulls_requested += 1
         self._reload_wanted.set()
+        return self._pulls_requested
+
+    async def pull(self) -> None:
+        """Request a pull and wait until one that started after this call has finished."""
+        ticket = self.request_reload()
+        async with self._pull_done:
+            await self._pull_done.wait_for(lambda: self._pulls_done >= ticket)
 
     async def _reloader(self) -> None:
         while True:
             await self._reload_wanted.wait()
             self._reload_wanted.clear()
+            target = self._pulls_requested
             try:
-                await asyncio.to_thread(self._pull_and_load)
+                loaded = await asyncio.to_thread(self._pull)
+                if loaded is not None:
+                    self._install(*loaded)
             except Exception:
                 log.exception("reload failed; still serving the previous data")
-            self._reloads_done += 1
+            self._pulls_done = target
+            async with self._pull_done:
+                self._pull_done.notify_all()
 
     async def _poller(self) -> None:
         assert self.config.poll
@@ -123,7 +279,7 @@ class Primary:
             self.repo = await asyncio.to_thread(
                 GitRepo.open_or_clone, cfg.remote, cfg.clone_dir, cfg.branch
             )
-            await asyncio.to_thread(self._load_from_repo)
+            self._install(*await asyncio.to_thread(self._read_repo))
         except BaseException:
             for _a, u, t in sockets:
                 u.close()
@@ -143,7 +299,7 @@ class Primary:
             await self._stop.wait()
         finally:
             log.info("stopping")
-            for task in tasks:
+            for task in [*tasks, *self._tasks]:
                 task.cancel()
             await self.server.stop()
             if self.repo is not None:
@@ -153,11 +309,11 @@ class Primary:
         self._stop.set()
 
 
-def _log_query(wire: bytes, reply: bytes | None, request: core.Request) -> None:
+def _log_query(wire: bytes, reply, request: core.Request) -> None:
     who = request.peer[0] if request.peer else "?"
     proto = "TCP" if request.tcp else "UDP"
     try:
-        q = dns.message.from_wire(wire, ignore_trailing=True)
+        q = dns.message.from_wire(wire, ignore_trailing=True, keyring=lambda _m, _n: False)
         question = f"{q.question[0].name} {dns.rdatatype.to_text(q.question[0].rdtype)}"
     except Exception:
         question = f"<{len(wire)} bytes, unparsable>"

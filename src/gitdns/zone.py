@@ -21,7 +21,9 @@ RRsetKey = tuple[int, int]  # (rdtype, covers)
 class Zone:
     """The records of one zone, by owner name, with the structure answering needs."""
 
-    __slots__ = ("origin", "nodes", "names", "cuts", "soa", "serial", "record_count", "outside")
+    __slots__ = (
+        "origin", "nodes", "names", "cuts", "soa", "serial", "record_count", "outside", "signed",
+    )
 
     def __init__(
         self,
@@ -52,6 +54,7 @@ class Zone:
             n for n, node in nodes.items() if n != origin and (dns.rdatatype.NS, 0) in node
         )
         self.soa = nodes[origin][(dns.rdatatype.SOA, 0)]
+        self.signed = any(key[0] == dns.rdatatype.RRSIG for node in nodes.values() for key in node)
         self.serial: int = self.soa[0].serial
 
     def get(self, name: dns.name.Name, rdtype: int, covers: int = 0) -> dns.rrset.RRset | None:

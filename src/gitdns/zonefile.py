@@ -115,9 +115,9 @@ class _RecordSink:
             self.singleton_dupes.append((name, rdata.rdtype, line))
             return
         elif rrset.ttl != ttl:
-            # RFC 2181 5.2: one TTL per RRset; like BIND we keep the lowest and warn.
+            # RFC 2181 5.2: one TTL per RRset; like BIND 9.18 we keep the first and warn.
             self.ttl_conflicts.append((name, rdata.rdtype, line))
-            ttl = min(ttl, rrset.ttl)
+            ttl = rrset.ttl
         rrset.add(rdata, ttl)
         self.record_lines.setdefault((name, rdata), line)
 
@@ -283,7 +283,7 @@ def check_records(
     for name, rdtype, line in ttl_conflicts:
         warnings.append(
             f"{filename}:{line}: TTL of {name} {dns.rdatatype.to_text(rdtype)} differs from "
-            "the rest of its RRset; the lowest is used"
+            "the rest of its RRset; the first is used"
         )
 
     by_name: dict[dns.name.Name, set[int]] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,6 +35,11 @@ NAMED = "/usr/sbin/named"
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+# Lines of named's log that mean it will never serve what it was given.
+NAMED_FATAL = re.compile(
+    r"^.*(not loaded due to errors|loading configuration: .*|exiting \(due to fatal error\)).*$",
+    re.MULTILINE,
+)
 
 
 def free_port() -> int:
@@ -117,11 +123,17 @@ def _serves(response, zone: str) -> bool:
     return any(r.rdtype == dns.rdatatype.SOA and r.name == origin for r in response.answer)
 
 
-def wait_ready(peer: Peer, zones: Iterable[str], timeout: float = START_TIMEOUT) -> None:
+def wait_ready(
+    peer: Peer,
+    zones: Iterable[str],
+    timeout: float = START_TIMEOUT,
+    fatal: re.Pattern[str] | None = None,
+) -> None:
     """Poll until every zone in `zones` answers its SOA authoritatively over UDP (the first one
-    over TCP too); with no zones, until the peer answers anything over UDP and TCP. On timeout
-    or exit, stop the peer and raise with the tail of its log."""
+    over TCP too); with no zones, until the peer answers anything over UDP and TCP. On timeout,
+    exit, or a line of the log that matches `fatal`, stop the peer and raise with its log."""
     zones = list(zones)
+    failed = None
     if zones:
         probes = [(z, False) for z in zones] + [(zones[0], True)]
     else:
@@ -133,12 +145,19 @@ def wait_ready(peer: Peer, zones: Iterable[str], timeout: float = START_TIMEOUT)
         if (response is not None) if not zones else _serves(response, zone):
             probes.pop(0)
             continue
+        if fatal is not None and (failed := fatal.search(peer.log_text(tail=10_000))):
+            break
         time.sleep(0.05)
     if not probes:
         return
     status = peer.proc.poll()
     peer.stop()
-    why = f"exited with status {status}" if status is not None else f"not ready in {timeout}s"
+    if failed is not None:
+        why = f"failed ({failed.group(0).strip()})"
+    elif status is not None:
+        why = f"exited with status {status}"
+    else:
+        why = f"not ready in {timeout}s"
     zone, tcp = probes[0]
     waiting = f" (waiting for the SOA of {zone} over {'TCP' if tcp else 'UDP'})"
     raise RuntimeError(f"{peer.name} on port {peer.port} {why}{waiting}; log:\n{peer.log_text()}")
@@ -155,6 +174,16 @@ def _spawn(name: str, argv: Sequence[str], log_path: Path, port: int, **kw) -> P
         log_file.close()
         raise
     return Peer(name=name, proc=proc, port=port, log_path=log_path, _log_file=log_file)
+
+
+@contextlib.contextmanager
+def _stopped_on_error(peer: Peer):
+    """Stop `peer` if the block raises anything (an interrupt included), then re-raise."""
+    try:
+        yield
+    except BaseException:
+        peer.stop()
+        raise
 
 
 def named_conf(workdir: Path, zones: Mapping[str, Path], port: int, extra_options: str = "") -> str:
@@ -200,7 +229,8 @@ def start_named(
     conf = workdir / "named.conf"
     conf.write_text(named_conf(workdir, zones, port, extra_options))
     peer = _spawn("named", [NAMED, "-g", "-c", str(conf)], workdir / "named.log", port)
-    wait_ready(peer, zones, timeout)
+    with _stopped_on_error(peer):
+        wait_ready(peer, zones, timeout, fatal=NAMED_FATAL)
     return peer
 
 
@@ -230,11 +260,16 @@ def start_gitdns(
         f"{LOOPBACK}:{port}",
         "--data-dir",
         str(data_dir),
+        # Test zones name name servers at documentation addresses (192.0.2.x): NOTIFY goes only
+        # to the --also-notify targets a test gives, never off loopback.
+        "--notify",
+        "explicit",
         *extra_args,
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     peer = _spawn("gitdns serve", argv, log, port, env=env)
-    wait_ready(peer, zones, timeout)
+    with _stopped_on_error(peer):
+        wait_ready(peer, zones, timeout)
     return peer
 
 

@@ -424,6 +424,7 @@ def flag_names(flags: int) -> str:
 class Replies:
     """BIND's replies for one case: the reply itself, and the same query bytes over TCP."""
 
+    query_wire: bytes
     bind: dns.message.Message
     bind_wire: bytes
     bind_tcp: dns.message.Message
@@ -717,7 +718,7 @@ def ask_bind(port: int) -> dict[Case, Replies]:
         if raw is None or raw_tcp is None:
             raise AssertionError(f"BIND did not answer {case}")
         replies[case] = Replies(
-            dns.message.from_wire(raw), raw, dns.message.from_wire(raw_tcp), raw_tcp
+            wire, dns.message.from_wire(raw), raw, dns.message.from_wire(raw_tcp), raw_tcp
         )
     return replies
 
@@ -742,8 +743,9 @@ def run_against(exchange: Exchange, bind_port: int, bind: dict[Case, Replies]) -
             break
         query = case.message()
         wire = query.to_wire()
-        raw = exchange(wire, case.transport.tcp)
         replies = bind[case]
+        assert wire == replies.query_wire, f"the query bytes for {case} are not stable"
+        raw = exchange(wire, case.transport.tcp)
         if raw is None:
             run.silent.append(case)
             run.mismatches.append(
@@ -825,7 +827,7 @@ def bind_replies(named) -> dict[Case, Replies]:
 
 
 def test_corpus_is_big_enough():
-    """>= 300 queries, over every transport, with mixed case, RD off and EDNS DO among them."""
+    """>= 300 queries, over every transport, with mixed case, RD off, CD and AD among them."""
     assert len(CASES) >= 300
     assert {c.transport for c in CASES} == set(ROTATION)
     assert any(c.qname.labels != c.qname.canonicalize().labels for c in CASES)
@@ -833,7 +835,7 @@ def test_corpus_is_big_enough():
     assert any(c.extra_flags & dns.flags.CD for c in CASES)
     assert any(c.extra_flags & dns.flags.AD for c in CASES)
     assert len(CORPUS) >= 5
-    assert len({c.qid for c in CASES}) > 0.9 * len(CASES)
+    assert len({c.qid for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("zone_file", sorted(CORPUS))
@@ -878,8 +880,7 @@ def test_answers_like_bind(target, named, bind_replies, tmp_path):
             log = peer.log_path
             exchange = server_exchange(port)
         run = run_against(exchange, named.port, bind_replies)
-    assert len(run.silent) < MAX_SILENT, report(run)
-    assert run.compared >= 300, report(run)
-    assert not run.mismatches, report(run)
+    if run.mismatches or run.compared < 300:
+        pytest.fail(report(run), pytrace=False)
     if log is not None:
         assert "Traceback" not in log.read_text(errors="replace"), log.read_text()[-4000:]

@@ -21,7 +21,7 @@ from gitdns.core import Request
 
 log = logging.getLogger("gitdns.net")
 
-Reply = bytes | None
+Reply = bytes | list[bytes] | None  # a list: several messages (a zone transfer over TCP)
 Handler = Callable[[bytes, Request], "Reply | Awaitable[Reply]"]
 TCP_IDLE_TIMEOUT = 10.0  # RFC 7766 6.2.3 suggests seconds, not minutes
 TCP_MAX_PENDING = 64  # outstanding queries per connection before we stop reading
@@ -118,6 +118,9 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             return
         if isinstance(reply, bytes):
             self.transport.sendto(reply, addr)
+        elif isinstance(reply, list):
+            for message in reply[:1]:  # one datagram per request over UDP
+                self.transport.sendto(message, addr)
         elif inspect.isawaitable(reply):
             asyncio.ensure_future(self._send_later(reply, addr))
 
@@ -127,6 +130,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         except Exception:
             log.exception("error answering a UDP message from %s", addr[0])
             return
+        if isinstance(data, list):
+            data = data[0] if data else None
         if data is not None and self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(data, addr)
 
@@ -189,7 +194,7 @@ class _TcpProtocol(asyncio.Protocol):
                 return
 
     def _dispatch(self, message: bytes) -> None:
-        request = Request(tcp=True, peer=self.peer)
+        request = Request(tcp=True, peer=self.peer, connection=self)
         try:
             reply = self.handler(message, request)
         except Exception:
@@ -197,7 +202,7 @@ class _TcpProtocol(asyncio.Protocol):
             return
         if reply is None:
             return
-        if isinstance(reply, bytes):
+        if isinstance(reply, (bytes, list)):
             self.send(reply)
         elif inspect.isawaitable(reply):
             self.pending += 1
@@ -220,10 +225,16 @@ class _TcpProtocol(asyncio.Protocol):
         if data is not None:
             self.send(data)
 
-    def send(self, data: bytes) -> None:
-        """Send one DNS message, length-prefixed; also used to push NOTIFY to hidden secondaries."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(len(data).to_bytes(2, "big") + data)
+    def send(self, data: bytes | list[bytes]) -> None:
+        """Send DNS messages, length-prefixed; also used to push NOTIFY to hidden secondaries."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        for message in [data] if isinstance(data, bytes) else data:
+            self.transport.write(len(message).to_bytes(2, "big") + message)
+
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
 
     def close(self) -> None:
         if self.transport is not None:
