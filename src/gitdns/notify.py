@@ -75,8 +75,8 @@ def notify_message(
 ) -> dns.message.Message:
     """A NOTIFY for `origin` carrying its current SOA (RFC 1996 3.7), signed with `key`."""
     message = dns.message.make_query(origin, dns.rdatatype.SOA)
+    message.flags = dns.flags.AA  # the whole flags word: the opcode is set after it
     message.set_opcode(dns.opcode.NOTIFY)
-    message.flags = dns.flags.AA
     if soa is not None:
         message.answer.append(soa)
     if key is not None:

@@ -167,10 +167,14 @@ class Primary:
             log.info("hidden secondary %s registered for NOTIFY of %s (%s)",
                      job.request.peer[0] if job.request.peer else "?", job.origin, job.key.name)
         if job.zone is None:
-            # A root (or parent) key: tell it at once of every zone it may transfer.
-            for origin, zone in self.store.zones.items():
-                if job.key.allows("transfer", origin):
-                    conn.send(notify_message(origin, zone.soa, job.key).to_wire())
+            # A root (or parent) key: tell it at once of every zone it may transfer, right
+            # after the answer to its SOA query (call_soon runs once that answer is written).
+            asyncio.get_running_loop().call_soon(self._notify_all_zones, conn, job.key)
+
+    def _notify_all_zones(self, conn, key) -> None:
+        for origin, zone in self.store.zones.items():
+            if key.allows("transfer", origin):
+                conn.send(notify_message(origin, zone.soa, key).to_wire())
 
     def _notify_watchers(self, origin: dns.name.Name) -> None:
         zone = self.store.zones.get(origin)

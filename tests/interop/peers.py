@@ -298,3 +298,140 @@ def make_git_repo(
     run("add", "-A")
     run("commit", "-q", "-m", message)
     return path
+
+
+# -- real secondaries of a primary on loopback ---------------------------------------------------
+
+KNOTD = "/usr/sbin/knotd"
+NSD = "/usr/sbin/nsd"
+
+
+@dataclass(frozen=True)
+class TsigKey:
+    """A TSIG key as the peers' configs spell it."""
+
+    name: str
+    secret: str
+    algorithm: str = "hmac-sha256"
+
+    @property
+    def dig(self) -> str:
+        return f"{self.algorithm}:{self.name}:{self.secret}"
+
+
+def start_named_secondary(
+    workdir: Path | str, port: int, primary_port: int, zones: Iterable[str], key: TsigKey,
+    timeout: float = START_TIMEOUT,
+) -> Peer:
+    """BIND as a secondary of 127.0.0.1:`primary_port` for `zones`, transfers signed with `key`;
+    it accepts NOTIFY from 127.0.0.1 and waits until every zone is served."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    zones = list(zones)
+    zone_lines = "\n".join(
+        f'zone "{z}" {{ type secondary; file "{workdir}/{z}.bk"; '
+        f'primaries {{ 127.0.0.1 port {primary_port} key "{key.name}"; }}; '
+        f"allow-notify {{ 127.0.0.1; }}; }};"
+        for z in zones
+    )
+    conf = workdir / "named.conf"
+    conf.write_text(f"""options {{
+    directory "{workdir}"; pid-file none; session-keyfile "{workdir}/session.key";
+    managed-keys-directory "{workdir}"; recursion no; dnssec-validation no; notify no;
+    listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
+}};
+controls {{ }};
+key "{key.name}" {{ algorithm {key.algorithm}; secret "{key.secret}"; }};
+{zone_lines}
+""")
+    peer = _spawn("named (secondary)", [NAMED, "-g", "-c", str(conf)], workdir / "named.log",
+                  port)
+    with _stopped_on_error(peer):
+        wait_ready(peer, zones, timeout)
+    return peer
+
+
+def start_knot_secondary(
+    workdir: Path | str, port: int, primary_port: int, zones: Iterable[str], key: TsigKey,
+    timeout: float = START_TIMEOUT,
+) -> Peer:
+    """Knot DNS as a secondary (it asks IXFR once it has a copy)."""
+    workdir = Path(workdir)
+    (workdir / "db").mkdir(parents=True, exist_ok=True)
+    zones = list(zones)
+    zone_lines = "\n".join(
+        f"  - domain: {z}\n    master: primary\n    acl: notify_from_primary" for z in zones
+    )
+    conf = workdir / "knot.conf"
+    conf.write_text(f"""server:
+  listen: 127.0.0.1@{port}
+  rundir: "{workdir}"
+  udp-workers: 1
+  tcp-workers: 1
+  background-workers: 1
+log:
+  - target: stderr
+    any: info
+database:
+  storage: "{workdir}/db"
+key:
+  - id: {key.name}
+    algorithm: {key.algorithm}
+    secret: {key.secret}
+remote:
+  - id: primary
+    address: 127.0.0.1@{primary_port}
+    key: {key.name}
+acl:
+  - id: notify_from_primary
+    address: 127.0.0.1
+    action: notify
+template:
+  - id: default
+    storage: "{workdir}"
+    zonefile-sync: -1
+zone:
+{zone_lines}
+""")
+    peer = _spawn("knotd (secondary)", [KNOTD, "-c", str(conf)], workdir / "knot.log", port)
+    with _stopped_on_error(peer):
+        wait_ready(peer, zones, timeout)
+    return peer
+
+
+def start_nsd_secondary(
+    workdir: Path | str, port: int, primary_port: int, zones: Iterable[str], key: TsigKey,
+    timeout: float = START_TIMEOUT,
+) -> Peer:
+    """NSD as a secondary (AXFR; NSD has no dynamic update)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    zones = list(zones)
+    zone_lines = "\n".join(
+        f"zone:\n  name: {z}\n  request-xfr: AXFR 127.0.0.1@{primary_port} {key.name}\n"
+        f"  allow-notify: 127.0.0.1 NOKEY\n  zonefile: {z}.zone"
+        for z in zones
+    )
+    conf = workdir / "nsd.conf"
+    conf.write_text(f"""server:
+  port: {port}
+  ip-address: 127.0.0.1
+  zonesdir: "{workdir}"
+  pidfile: ""
+  username: ""
+  database: ""
+  xfrdfile: "{workdir}/xfrd.state"
+  zonelistfile: "{workdir}/zone.list"
+  verbosity: 2
+remote-control:
+  control-enable: no
+key:
+  name: {key.name}
+  algorithm: {key.algorithm}
+  secret: "{key.secret}"
+{zone_lines}
+""")
+    peer = _spawn("nsd (secondary)", [NSD, "-d", "-c", str(conf)], workdir / "nsd.log", port)
+    with _stopped_on_error(peer):
+        wait_ready(peer, zones, timeout)
+    return peer
