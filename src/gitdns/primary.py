@@ -133,8 +133,8 @@ class Primary:
             except ValueError as e:
                 log.info("IXFR for %s from %s: %s", zone.origin, peer, e)
                 return core.reply(job.query, dns.rcode.FORMERR, job.request, aa=False)
-            diffs = self.history.diffs_since(zone.origin, serial, zone.serial) if serial else None
-            if diffs is None and serial is not None and serial != zone.serial and self.repo:
+            diffs = self.history.diffs_since(zone.origin, serial, zone.serial)
+            if diffs is None and serial != zone.serial and self.repo:
                 diffs = await asyncio.to_thread(self._diffs_from_git, zone, serial)
             messages = await asyncio.to_thread(lambda: list(transfer.ixfr_messages(
                 zone, diffs, job.query, tcp=job.request.tcp,

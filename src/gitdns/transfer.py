@@ -42,8 +42,10 @@ MAX_MESSAGE = 65535
 Clock = float | Callable[[], float]
 
 
-class BadIXFRQuery(dns.exception.FormError):
-    """An IXFR query without exactly one SOA record of the zone in its authority section."""
+class BadIXFRQuery(dns.exception.FormError, ValueError):
+    """An IXFR query without exactly one SOA record of the zone in its authority section.
+
+    Also a ValueError, so callers that catch ValueError for bad input answer FORMERR too."""
 
 
 def client_serial(query: dns.message.Message) -> int | None:
@@ -93,6 +95,7 @@ def ixfr_messages(
     max_size: int = MAX_MESSAGE,
     udp_size: int = MIN_MESSAGE,
     now: Clock | None = None,
+    condensed: bool = True,
 ) -> Iterator[bytes]:
     """The IXFR reply for a client at `client_serial(query)`.
 
@@ -101,6 +104,8 @@ def ixfr_messages(
     (RFC 1995 section 4). A client at or beyond the current serial gets the current SOA alone.
     Over UDP (`tcp=False`) the reply is one message of at most `udp_size` bytes; a reply that
     does not fit becomes the current SOA alone, the RFC's way of saying "ask over TCP".
+    With `condensed` (the default) several differences go as one when that is smaller
+    (RFC 1995 section 5); False sends every step as it was.
     """
     serial = client_serial(query)
     if serial is None:
@@ -112,7 +117,7 @@ def ixfr_messages(
     elif diffs is None:
         rrsets = _full(zone)
     else:
-        rrsets = _incremental(zone, _shortest(zone, serial, diffs))
+        rrsets = _incremental(zone, _checked(zone, serial, diffs, condensed))
     if tcp:
         return _Stream(query, max_size, now).messages(rrsets)
     stream = _Stream(query, udp_size, now)
@@ -132,10 +137,12 @@ def _full(zone: Zone) -> Iterator[dns.rrset.RRset]:
     yield zone.soa
 
 
-def _shortest(zone: Zone, serial: int, diffs: list[ZoneDiff]) -> list[ZoneDiff]:
-    """The chain as given, or condensed into one difference when that sends fewer records.
+def _checked(zone: Zone, serial: int, diffs: list[ZoneDiff], condensed: bool) -> list[ZoneDiff]:
+    """The chain, checked (sent as it is, a broken chain would corrupt the client's zone), and
+    condensed into one difference when asked and smaller.
 
-    The chain is checked first: sent as it is, a broken chain would corrupt the client's zone.
+    For two or more differences the condensed one always has fewer records: it carries two SOAs
+    instead of two per step, and changes that cancel out (a record added, then removed) vanish.
     """
     if not diffs:
         raise ValueError(f"no differences from serial {serial} to {zone.serial}")
@@ -148,10 +155,10 @@ def _shortest(zone: Zone, serial: int, diffs: list[ZoneDiff]) -> list[ZoneDiff]:
             )
     if diffs[-1].new_serial != zone.serial:
         raise ValueError(f"the differences end at {diffs[-1].new_serial}, not at {zone.serial}")
-    if len(diffs) == 1:
+    if not condensed or len(diffs) == 1:
         return diffs
-    condensed = condense(diffs)
-    return [condensed] if len(condensed) < sum(len(d) for d in diffs) else diffs
+    one = condense(diffs)
+    return [one] if len(one) < sum(len(d) for d in diffs) else diffs
 
 
 def _incremental(zone: Zone, diffs: list[ZoneDiff]) -> Iterator[dns.rrset.RRset]:
