@@ -289,6 +289,100 @@ def cmd_notify(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- update -------------------------------------------------------------------------------------
+
+
+def parse_changes(words: list[str], zone: str) -> list[tuple]:
+    """`add NAME TTL TYPE DATA... delete NAME [TYPE [DATA...]] ...` -> change tuples.
+
+    DATA runs until the next `add`/`delete` word, so several changes fit on one command line.
+    """
+    import dns.rdatatype
+
+    changes: list[tuple] = []
+    i = 0
+    while i < len(words):
+        verb = words[i].lower()
+        j = i + 1
+        while j < len(words) and words[j].lower() not in ("add", "delete"):
+            j += 1
+        args = words[i + 1 : j]
+        if verb == "add":
+            if len(args) < 4 or not args[1].isdigit():
+                raise ValueError(f"`add` needs NAME TTL TYPE DATA, got: {' '.join(args)!r}")
+            dns.rdatatype.from_text(args[2])
+            changes.append(("add", args[0], int(args[1]), args[2].upper(), " ".join(args[3:])))
+        elif verb == "delete":
+            if not args:
+                raise ValueError("`delete` needs a NAME")
+            rtype = args[1].upper() if len(args) > 1 else None
+            if rtype:
+                dns.rdatatype.from_text(rtype)
+            data = " ".join(args[2:]) or None
+            changes.append(("delete", args[0], rtype, data))
+        else:
+            raise ValueError(f"expected `add` or `delete`, got {words[i]!r}")
+        i = j
+    if not changes:
+        raise ValueError("no change given: add NAME TTL TYPE DATA | delete NAME [TYPE [DATA]]")
+    return changes
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    """Send one signed UPDATE with every change given (the seeds' oupdate, several at once)."""
+    import dns.exception
+    import dns.query
+    import dns.rcode
+    import dns.update
+
+    from gitdns.keys import KeyError_, read_key_option
+
+    try:
+        key = read_key_option(args.key_file and "@" + args.key_file or args.key)
+        host, port = _host_port(args.server, 53)
+        changes = parse_changes(args.changes, args.zone)
+    except (KeyError_, ValueError, dns.exception.DNSException) as e:
+        print(f"gitdns update: {e}", file=sys.stderr)
+        return 2
+    zone = dns.name.from_text(args.zone)
+    message = dns.update.UpdateMessage(zone, keyring=key.tsig, keyalgorithm=key.algorithm)
+    try:
+        for change in changes:
+            name = dns.name.from_text(change[1], zone)
+            if change[0] == "add":
+                message.add(name, change[2], change[3], change[4])
+            elif change[3] is not None:
+                message.delete(name, change[2], change[3])
+            elif change[2] is not None:
+                message.delete(name, change[2])
+            else:
+                message.delete(name)
+    except dns.exception.DNSException as e:
+        print(f"gitdns update: bad record data: {e}", file=sys.stderr)
+        return 2
+    try:
+        reply = dns.query.tcp(message, host, port=port, timeout=args.timeout)
+    except dns.exception.Timeout:
+        print(f"gitdns update: no answer from {args.server} in {args.timeout} s", file=sys.stderr)
+        return 1
+    except dns.tsig.PeerError as e:
+        print(f"gitdns update: {args.server} refused the signature: {type(e).__name__}",
+              file=sys.stderr)
+        return 1
+    except (dns.exception.DNSException, OSError) as e:
+        print(f"gitdns update: {args.server}: {e}", file=sys.stderr)
+        return 1
+    rcode = reply.rcode()
+    if rcode != dns.rcode.NOERROR:
+        print(f"gitdns update: {args.server} answered {dns.rcode.to_text(rcode)}; nothing changed",
+              file=sys.stderr)
+        return 1
+    for change in changes:
+        print(("+ " if change[0] == "add" else "- ") + " ".join(str(c) for c in change[1:] if c))
+    print(f"update of {zone} accepted by {args.server}")
+    return 0
+
+
 # -- keygen -------------------------------------------------------------------------------------
 
 
@@ -366,6 +460,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zone", help="zone name (default: the file name)")
     p.set_defaults(func=cmd_check)
 
+    p = sub.add_parser(
+        "update", help="send a signed dynamic update",
+        description="Changes: add NAME TTL TYPE DATA | delete NAME [TYPE [DATA]]; several may "
+                    "follow each other and go in one update. Names are relative to --zone "
+                    "unless they end with a dot.")
+    p.add_argument("--server", required=True, metavar="HOST[:PORT]")
+    p.add_argument("--zone", required=True)
+    p.add_argument("--key", help="NAME:ALG:SECRET, ALG:NAME:SECRET, or @FILE holding one")
+    p.add_argument("--key-file", help="a file holding the key string (keeps it out of ps)")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("changes", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_update)
+
     p = sub.add_parser("keygen", help="make a TSIG secret")
     p.add_argument("name", help="key name, e.g. personal._update.example.test")
     p.add_argument("--algorithm", default="hmac-sha256")
@@ -376,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "notify" and not (args.key or args.key_file):
-        parser.error("notify needs --key or --key-file")
+    if args.command in ("notify", "update") and not (args.key or args.key_file):
+        parser.error(f"{args.command} needs --key or --key-file")
     _setup_logging(args.log_level)
     return args.func(args)
