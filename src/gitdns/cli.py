@@ -45,6 +45,7 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("paramiko").setLevel(logging.WARNING)  # it logs every connection at INFO
 
 
 def _default_data_dir() -> Path:

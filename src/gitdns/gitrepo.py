@@ -22,11 +22,14 @@ from types import TracebackType
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
+import paramiko
 import urllib3.exceptions
 from dulwich import porcelain
 from dulwich.client import (
     FetchPackResult,
     GitClient,
+    HTTPProxyUnauthorized,
+    HTTPUnauthorized,
     default_local_git_client_cls,
     get_transport_and_path,
 )
@@ -36,6 +39,8 @@ from dulwich.graph import can_fast_forward
 from dulwich.index import index_entry_from_tree_entry
 from dulwich.objects import S_ISGITLINK, Blob, Commit, Tree
 from dulwich.repo import Repo
+
+from gitdns.sshvendor import RemoteAuth
 
 log = logging.getLogger("gitdns.git")
 
@@ -50,12 +55,15 @@ _ORIGIN = b"origin"
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ssh": 22, "git+ssh": 22, "git": 9418}
 
 #: What a transport raises when the remote is down, missing, refuses us or talks nonsense.
-#: (ssh will add paramiko.SSHException here.)
+#: (paramiko.SSHException covers host key, login and protocol failures over ssh.)
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     GitProtocolError,
     NotGitRepository,
     urllib3.exceptions.HTTPError,
+    HTTPUnauthorized,
+    HTTPProxyUnauthorized,
+    paramiko.SSHException,
 )
 
 
@@ -74,17 +82,21 @@ def _is_local_path(remote: str) -> bool:
     return colon < 0 or "/" in remote[:colon]
 
 
-def _client_and_path(remote: str) -> tuple[GitClient, str]:
+def _client_and_path(remote: str, auth: RemoteAuth | None = None) -> tuple[GitClient, str]:
     """The dulwich client and the path on the remote for `remote`; the one place a transport is
-    chosen, so ssh (key, pinned host key) is added here alone."""
+    chosen, so ssh (key, pinned host key) and http logins are added here alone."""
     if _is_local_path(remote):
         return default_local_git_client_cls(), str(Path(remote).expanduser().absolute())
+    auth = auth or RemoteAuth(timeout=NETWORK_TIMEOUT)
     config = ConfigDict()
     config.set((b"http",), b"timeout", str(NETWORK_TIMEOUT).encode())
     try:
-        return get_transport_and_path(remote, config=config, quiet=True)
+        client, path = get_transport_and_path(
+            remote, config=config, quiet=True, **auth.client_kwargs(remote)
+        )
     except ValueError as e:
         raise GitError(f"unsupported git remote {_display(remote)}: {e}") from e
+    return auth.prepare(client), path
 
 
 def _display(remote: str) -> str:
@@ -174,13 +186,15 @@ def _pick_branch(result: FetchPackResult, remote: str) -> bytes:
     )
 
 
-def _fetch(repo: Repo, remote: str, branch: bytes | None) -> tuple[FetchPackResult, bytes | None]:
+def _fetch(
+    repo: Repo, remote: str, branch: bytes | None, auth: RemoteAuth | None = None
+) -> tuple[FetchPackResult, bytes | None]:
     """Fetch `branch` (None: the candidates for the default branch) of `remote` into `repo`.
 
     Returns the fetch result and the branch's remote tip (None when the remote lacks it).
     Only the wanted branch is transferred: a zone repository's other branches are not ours.
     """
-    client, path = _client_and_path(remote)
+    client, path = _client_and_path(remote, auth)
     if branch is None:
         names = [_HEAD, _HEADS + b"main", _HEADS + b"master"]
         prefixes = [_HEAD, _HEADS]
@@ -235,18 +249,32 @@ class GitRepo:
     remote: str
     branch: bytes
 
-    def __init__(self, path: Path, remote: str, branch: bytes, repo: Repo) -> None:
+    def __init__(
+        self, path: Path, remote: str, branch: bytes, repo: Repo, auth: RemoteAuth | None = None
+    ) -> None:
         """Wrap an open clone; use `open_or_clone` rather than calling this."""
         self.path = path
         self.remote = remote
         self.branch = branch
+        # Packs from fetches are fsync'd too: a commit made on top of them must survive a crash.
+        repo.object_store.fsync_object_files = True  # type: ignore[attr-defined]
         self._repo: Repo | None = repo
+        self._auth = auth or RemoteAuth(timeout=NETWORK_TIMEOUT)
         self._lock = threading.RLock()
 
     # -- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def open_or_clone(cls, remote: str, path: Path, branch: str | None = None) -> GitRepo:
+    def open_or_clone(
+        cls,
+        remote: str,
+        path: Path,
+        branch: str | None = None,
+        *,
+        ssh_key: str | None = None,
+        ssh_authenticator: str | None = None,
+        credentials_file: str | None = None,
+    ) -> GitRepo:
         """Clone `remote` into `path`, or reuse the clone already there (after a restart).
 
         When a clone exists, try to fetch + fast-forward; if the remote is unreachable, log a
@@ -255,20 +283,30 @@ class GitRepo:
         If `path` holds a clone of a *different* remote, raise GitError saying so (never delete
         it). `branch` None means the remote's default branch (HEAD), falling back to main/master;
         for an existing clone, None keeps the branch it has checked out.
+
+        ssh remotes need `ssh_key` (a private key file, or the seeds' `ed25519:BASE64SEED`) and
+        `ssh_authenticator` (the server's `SHA256:` host key fingerprint); http(s) remotes may take
+        their USER:PASSWORD from `credentials_file` rather than from the URL.
         """
         path = Path(path)
         want = branch.encode() if branch is not None else None
+        try:
+            auth = RemoteAuth.load(ssh_key, ssh_authenticator, credentials_file, NETWORK_TIMEOUT)
+        except ValueError as e:
+            raise GitError(str(e)) from e
         if (path / ".git").exists():
-            return cls._reopen(remote, path, want)
+            return cls._reopen(remote, path, want, auth)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise GitError(
                 f"{path} exists and is not a git clone; refusing to clone {_display(remote)} "
                 "over it (move it away or choose another directory)"
             )
-        return cls._clone(remote, path, want)
+        return cls._clone(remote, path, want, auth)
 
     @classmethod
-    def _clone(cls, remote: str, path: Path, branch: bytes | None) -> GitRepo:
+    def _clone(
+        cls, remote: str, path: Path, branch: bytes | None, auth: RemoteAuth | None = None
+    ) -> GitRepo:
         """A fresh clone, built in a temporary directory beside `path` and renamed into place."""
         path.parent.mkdir(parents=True, exist_ok=True)
         # mkdtemp makes the directory 0700, and the rename keeps that: the clone holds TSIG secrets.
@@ -277,7 +315,7 @@ class GitRepo:
             repo = Repo.init(str(tmp))
             try:
                 try:
-                    result, tip = _fetch(repo, remote, branch)
+                    result, tip = _fetch(repo, remote, branch, auth)
                 except GitError as e:
                     raise GitError(f"{e}; there is no local clone at {path} to serve from") from e
                 if branch is None:
@@ -310,17 +348,19 @@ class GitRepo:
             path,
             _short(tip),
         )
-        return cls(path, remote, branch, Repo(str(path)))
+        return cls(path, remote, branch, Repo(str(path)), auth)
 
     @classmethod
-    def _reopen(cls, remote: str, path: Path, branch: bytes | None) -> GitRepo:
+    def _reopen(
+        cls, remote: str, path: Path, branch: bytes | None, auth: RemoteAuth | None = None
+    ) -> GitRepo:
         """Reuse the clone at `path` after checking it is a clone of `remote`, then bring it up to
         date if the remote can be reached."""
         try:
             repo = Repo(str(path))
         except NotGitRepository as e:
             raise GitError(f"{path} has a .git but is not a git repository: {e}") from e
-        self = cls(path, remote, b"", repo)
+        self = cls(path, remote, b"", repo, auth)
         try:
             config = repo.get_config()
             try:
@@ -362,7 +402,7 @@ class GitRepo:
         repo = self._open()
         ref = _HEADS + branch
         if ref not in repo.refs:
-            _, tip = _fetch(repo, self.remote, branch)
+            _, tip = _fetch(repo, self.remote, branch, self._auth)
             if not tip:
                 raise GitError(
                     f"git remote {_display(self.remote)} has no branch {branch.decode()}"
@@ -384,7 +424,7 @@ class GitRepo:
         when the remote no longer has the branch (logged). Raises GitError when unreachable."""
         with self._lock:
             repo = self._open()
-            _, tip = _fetch(repo, self.remote, self.branch)
+            _, tip = _fetch(repo, self.remote, self.branch, self._auth)
             if not tip:
                 log.warning(
                     "git remote %s has no branch %s; keeping the local clone at %s",
@@ -497,6 +537,21 @@ class GitRepo:
             raise GitError(f"the clone at {self.path} was closed")
         return self._repo
 
+    # Accessors for gitdns.gitwrite, the write side, which works under the same lock.
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock every operation on this clone holds (re-entrant)."""
+        return self._lock
+
+    def dulwich_repo(self) -> Repo:
+        """The open dulwich Repo; use it only while holding `lock`."""
+        return self._open()
+
+    def client_and_path(self) -> tuple[GitClient, str]:
+        """A dulwich client for the remote, with this clone's ssh key, pin or http login."""
+        return _client_and_path(self.remote, self._auth)
+
     def _object(self, sha: bytes, kind: type[_Obj], what: str) -> _Obj:
         """Object `sha` of the expected type, or a GitError naming what is wrong."""
         try:
@@ -511,3 +566,50 @@ class GitRepo:
                 f"{obj.type_name.decode()}, not a {what}"
             )
         return obj
+
+    # -- history, for IXFR after a restart -----------------------------------------------------
+
+    def file_history(
+        self, filename: str, max_commits: int = 200, *, max_walk: int = 10_000
+    ) -> list[tuple[bytes, bytes]]:
+        """(commit id, blob id), both hex, of each commit that changed top-level file `filename`,
+        newest first, following first parents from HEAD (the branch's own line of versions, as
+        the server served them; a merge counts as one change).
+
+        At most `max_commits` entries, and at most `max_walk` commits are looked at, so a busy
+        repository with a rarely changed zone costs bounded time. The walk stops where the file
+        did not exist (before its creation, or a deletion: older versions do not lead to this
+        one) and at a missing parent (a shallow clone).
+        """
+        name = filename.encode("utf-8")
+
+        def blob_in(commit: Commit) -> bytes | None:
+            tree = self._object(commit.tree, Tree, "tree")
+            try:
+                mode, sha = tree[name]
+            except KeyError:
+                return None
+            return sha if stat.S_ISREG(mode) else None
+
+        with self._lock:
+            commit_id = self.head()
+            commit = self._object(commit_id, Commit, "commit")
+            blob = blob_in(commit)
+            history: list[tuple[bytes, bytes]] = []
+            for _ in range(max_walk):
+                if blob is None or len(history) >= max_commits:
+                    break
+                parent_id = commit.parents[0] if commit.parents else None
+                parent: Commit | None = None
+                if parent_id is not None:
+                    try:
+                        parent = self._object(parent_id, Commit, "commit")
+                    except GitError:
+                        parent = None
+                parent_blob = blob_in(parent) if parent is not None else None
+                if parent_blob != blob:
+                    history.append((commit_id, blob))
+                if parent is None or parent_id is None:
+                    break
+                commit_id, commit, blob = parent_id, parent, parent_blob
+            return history
