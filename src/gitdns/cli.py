@@ -84,6 +84,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         notify=args.notify,
         also_notify=also_notify,
         axfr_unauthenticated=args.axfr_unauthenticated,
+        serial_policy=args.serial_policy,
+        committer=args.committer.encode() if args.committer else None,
+        ssh_key=args.ssh_key,
+        ssh_authenticator=args.ssh_authenticator,
+        credentials_file=args.credentials_file,
     )
     primary = Primary(config)
     try:
@@ -384,6 +389,27 @@ def cmd_update(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- ssh-keygen ---------------------------------------------------------------------------------
+
+
+def cmd_ssh_keygen(args: argparse.Namespace) -> int:
+    """A key pair for an ssh git remote: private key to a file (0600), public key printed."""
+    from gitdns.sshvendor import ssh_keygen
+
+    path = Path(args.file)
+    if path.exists():
+        print(f"gitdns ssh-keygen: {path} exists; not overwritten", file=sys.stderr)
+        return 1
+    private, public = ssh_keygen(args.type)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(private)
+    print(f"; private key written to {path} (give it to gitdns serve --ssh-key {path})")
+    print("; public key, for the git server's authorized keys:")
+    print(public)
+    return 0
+
+
 # -- keygen -------------------------------------------------------------------------------------
 
 
@@ -437,6 +463,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also NOTIFY this secondary of every change (repeatable)")
     p.add_argument("--axfr-unauthenticated", action="store_true",
                    help="allow AXFR/IXFR without a TSIG key")
+    p.add_argument("--serial-policy", choices=["increment", "date"], default="increment",
+                   help="how updates raise the SOA serial: +1, or keep a YYYYMMDDnn form")
+    p.add_argument("--committer", metavar="'NAME <EMAIL>'",
+                   help="committer of the commits gitdns makes (default: gitdns <gitdns@HOST>)")
+    p.add_argument("--ssh-key", metavar="FILE|ed25519:SEED",
+                   help="private key for an ssh remote: an OpenSSH key file (ed25519 or RSA) "
+                        "or the seeds' ed25519:BASE64SEED")
+    p.add_argument("--ssh-authenticator", metavar="SHA256:FINGERPRINT",
+                   help="the ssh server's host key fingerprint (ssh-keygen -l -E sha256)")
+    p.add_argument("--credentials-file", metavar="FILE",
+                   help="USER:PASSWORD for an http(s) remote (keeps it out of ps)")
     p.add_argument("--log-level", default=argparse.SUPPRESS,
                    choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
@@ -473,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("changes", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_update)
+
+    p = sub.add_parser("ssh-keygen", help="make an ssh key pair for an ssh git remote")
+    p.add_argument("file", help="where to write the private key")
+    p.add_argument("--type", choices=["ed25519", "rsa"], default="ed25519")
+    p.set_defaults(func=cmd_ssh_keygen)
 
     p = sub.add_parser("keygen", help="make a TSIG secret")
     p.add_argument("name", help="key name, e.g. personal._update.example.test")

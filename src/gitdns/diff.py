@@ -118,3 +118,16 @@ def apply_diff(zone: Zone, diff: ZoneDiff) -> Zone:
 def _order(rec: Record):
     name, ttl, rd = rec
     return (name, rd.rdtype, ttl, rd.to_digestable())
+
+
+def replay(zone: Zone, diff: ZoneDiff) -> Zone | None:
+    """`diff`'s record changes made on a zone that has moved on since (a rebase of an update):
+    deletions of records still there, additions of records not yet there; the SOA is `zone`'s.
+    None when nothing is left to change."""
+    have = set(records(zone))
+    deleted = tuple(r for r in diff.deleted if r in have)
+    added = tuple(r for r in diff.added if r not in have)
+    if not deleted and not added:
+        return None
+    soa = soa_record(zone)
+    return apply_diff(zone, ZoneDiff(soa, soa, deleted, added))

@@ -11,6 +11,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import time
@@ -29,7 +30,10 @@ from gitdns.net.client import send_notify
 from gitdns.net.server import TCP_IDLE_TIMEOUT, DnsServer, ListenAddress, bind_sockets
 from gitdns.notify import notify_message, notify_targets
 from gitdns.repository import LoadReport, RepositoryState, load_repository
+from gitdns.serial import serial_gt, serial_increase
 from gitdns.store import Store
+from gitdns.updater import Updater, with_serial
+from gitdns.zone import Zone
 
 log = logging.getLogger("gitdns.primary")
 qlog = logging.getLogger("gitdns.queries")
@@ -47,6 +51,11 @@ class PrimaryConfig:
     notify: str = "yes"
     also_notify: list[tuple[str, int]] = field(default_factory=list)
     axfr_unauthenticated: bool = False
+    serial_policy: str = "increment"
+    committer: bytes | None = None
+    ssh_key: str | None = None
+    ssh_authenticator: str | None = None
+    credentials_file: str | None = None
 
     @property
     def clone_dir(self) -> Path:
@@ -82,6 +91,8 @@ class Primary:
         self._pulls_done = 0
         self._pull_done = asyncio.Condition()
         self._tasks: set[asyncio.Task] = set()
+        self.write_lock = asyncio.Lock()  # one git writer at a time: updates, bumps, pulls
+        self.updater = Updater(self, config.serial_policy, config.committer)
 
     # -- answering -------------------------------------------------------------------------
 
@@ -113,8 +124,7 @@ class Primary:
             self._watch(job)
             return job.reply
         if job.kind == "update":
-            log.warning("UPDATE for %s from %s (%s): not served yet", job.origin, peer, keyname)
-            return core.reply(job.query, dns.rcode.NOTIMP, job.request)
+            return await self.updater.update(job)
         return None
 
     async def _transfer(self, job: core.Deferred, peer: str, keyname) -> list[bytes] | bytes:
@@ -193,12 +203,29 @@ class Primary:
         files = self.repo.top_level_files()
         return load_repository(files, self.repo.read_blob, self.state)
 
-    def _install(self, state: RepositoryState, report: LoadReport) -> None:
-        """On the loop: swap the new version in, remember history, tell the secondaries."""
-        old = self.state
+    def _set_state(self, state: RepositoryState) -> None:
         self.state = state
         self.store.swap(state.zones)
         self.view = core.ServerState(state.zones, state.keys, self.config.axfr_unauthenticated)
+
+    def install_zone(self, origin: dns.name.Name, zone: Zone, source: bytes,
+                     diff=None) -> None:
+        """On the loop: a new version of one zone from an update (already committed)."""
+        old = self.state.zones.get(origin)
+        status = dataclasses.replace(self.state.status[origin], source=source, zone=zone,
+                                     errors=[], broken_source=None)
+        state = dataclasses.replace(self.state, zones=self.state.zones.replace({origin: zone}),
+                                    status={**self.state.status, origin: status})
+        self._set_state(state)
+        if old is not None:
+            self.history.record(old, zone, diff)
+        self.notify_secondaries(origin)
+
+    def install(self, state: RepositoryState, report: LoadReport) -> None:
+        """On the loop: swap the new version in, remember history, tell the secondaries."""
+        old = self.state
+        state = self._raise_unchanged_serials(old, state, report)
+        self._set_state(state)
         for origin in report.loaded:
             previous = old.zones.get(origin)
             new = state.zones.get(origin)
@@ -214,6 +241,27 @@ class Primary:
             )
         for origin in report.loaded:
             self.notify_secondaries(origin)
+
+    def _raise_unchanged_serials(self, old: RepositoryState, state: RepositoryState,
+                                 report: LoadReport) -> RepositoryState:
+        """A zone whose content changed in git without a serial increase is served with its
+        serial raised (so secondaries see the change), and the raise is committed and pushed."""
+        bumped = {}
+        for origin in report.loaded:
+            previous, new = old.zones.get(origin), state.zones.get(origin)
+            if previous is None or new is None or serial_gt(new.serial, previous.serial):
+                continue
+            serial = serial_increase(previous.serial, self.config.serial_policy)
+            log.warning("zone %s changed in git but its serial %d is not above the served %d: "
+                        "serving it as serial %d and committing that", origin, new.serial,
+                        previous.serial, serial)
+            bumped[origin] = with_serial(new, serial)
+            self._spawn(self.updater.bump_serial(origin, previous))
+        if not bumped:
+            return state
+        status = {o: dataclasses.replace(s, zone=bumped.get(o, s.zone))
+                  for o, s in state.status.items()}
+        return dataclasses.replace(state, zones=state.zones.replace(bumped), status=status)
 
     def notify_secondaries(self, origin: dns.name.Name) -> None:
         zone = self.store.zones.get(origin)
@@ -258,9 +306,10 @@ class Primary:
             self._reload_wanted.clear()
             target = self._pulls_requested
             try:
-                loaded = await asyncio.to_thread(self._pull)
-                if loaded is not None:
-                    self._install(*loaded)
+                async with self.write_lock:
+                    loaded = await asyncio.to_thread(self._pull)
+                    if loaded is not None:
+                        self.install(*loaded)
             except Exception:
                 log.exception("reload failed; still serving the previous data")
             self._pulls_done = target
@@ -281,9 +330,12 @@ class Primary:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.repo = await asyncio.to_thread(
-                GitRepo.open_or_clone, cfg.remote, cfg.clone_dir, cfg.branch
+                lambda: GitRepo.open_or_clone(
+                    cfg.remote, cfg.clone_dir, cfg.branch, ssh_key=cfg.ssh_key,
+                    ssh_authenticator=cfg.ssh_authenticator,
+                    credentials_file=cfg.credentials_file)
             )
-            self._install(*await asyncio.to_thread(self._read_repo))
+            self.install(*await asyncio.to_thread(self._read_repo))
         except BaseException:
             for _a, u, t in sockets:
                 u.close()
@@ -295,7 +347,9 @@ class Primary:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        tasks = [asyncio.create_task(self._reloader())]
+        tasks = [asyncio.create_task(self._reloader()), asyncio.create_task(self.updater.pusher())]
+        # Commits a previous run made but could not push (a kill -9, a remote that was down).
+        self.updater.kick()
         if cfg.poll:
             tasks.append(asyncio.create_task(self._poller()))
         log.info("gitdns primary ready: %d zones from %s", len(self.store.zones), cfg.remote)

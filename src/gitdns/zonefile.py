@@ -376,3 +376,11 @@ def check_serial_increase(old: Zone, new: Zone) -> str | None:
 
 def format_errors(errors: Iterable[ZoneError]) -> str:
     return "\n".join(str(e) for e in errors)
+
+
+def render_zone(zone: Zone) -> str:
+    """The whole zone as a master file (used only where an edit in place is impossible)."""
+    lines = [f"$ORIGIN {zone.origin}"]
+    for rrset in zone.rrsets():
+        lines.append(rrset.to_text(origin=zone.origin, relativize=True))
+    return "\n".join(lines) + "\n"

@@ -435,3 +435,39 @@ key:
     with _stopped_on_error(peer):
         wait_ready(peer, zones, timeout)
     return peer
+
+
+@contextlib.contextmanager
+def http_git_server(bare: Path, login: tuple[str, str] | None = None):
+    """dulwich's smart-HTTP git server for the bare repository `bare`, in a thread on
+    127.0.0.1, optionally behind HTTP basic auth; yields its URL."""
+    import base64
+    import threading
+    from wsgiref.simple_server import make_server
+
+    from dulwich.repo import Repo
+    from dulwich.server import DictBackend
+    from dulwich.web import WSGIRequestHandlerLogger, WSGIServerLogger, make_wsgi_chain
+
+    served = Repo(str(bare))
+    app = make_wsgi_chain(DictBackend({"/": served}))
+    expected = "Basic " + base64.b64encode(":".join(login).encode()).decode() if login else None
+
+    def with_login(environ, start_response):
+        if expected and environ.get("HTTP_AUTHORIZATION") != expected:
+            start_response("401 Unauthorized",
+                           [("WWW-Authenticate", 'Basic realm="zones"'), ("Content-Length", "0")])
+            return [b""]
+        return app(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, with_login, handler_class=WSGIRequestHandlerLogger,
+                         server_class=WSGIServerLogger)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+        served.close()

@@ -15,12 +15,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from wsgiref.simple_server import make_server
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -39,7 +37,7 @@ from gitdns.sshvendor import (
     public_key_line,
     ssh_keygen,
 )
-from tests.interop.peers import free_port
+from tests.interop.peers import free_port, http_git_server
 
 pytestmark = pytest.mark.filterwarnings(
     "error::ResourceWarning", "error::pytest.PytestUnraisableExceptionWarning"
@@ -471,10 +469,6 @@ def test_push_with_a_host_key_problem_is_unreachable(tmp_path, sshd, served, ope
 @pytest.fixture
 def http_remote(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """dulwich's smart-HTTP server in a thread on 127.0.0.1, behind HTTP basic auth (u:s3cret)."""
-    from dulwich.repo import Repo
-    from dulwich.server import DictBackend
-    from dulwich.web import WSGIRequestHandlerLogger, WSGIServerLogger, make_wsgi_chain
-
     seed = tmp_path / "seed"
     seed.mkdir()
     git(seed, "init", "-q", "-b", "main")
@@ -483,35 +477,8 @@ def http_remote(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     git(seed, "commit", "-q", "-m", "zones")
     bare = tmp_path / "zones.git"
     git(tmp_path, "clone", "-q", "--bare", str(seed), str(bare))
-    served = Repo(str(bare))
-    app = make_wsgi_chain(DictBackend({"/": served}))
-    expected = "Basic " + base64.b64encode(b"u:s3cret").decode()
-
-    def with_login(environ, start_response):  # type: ignore[no-untyped-def]
-        if environ.get("HTTP_AUTHORIZATION") != expected:
-            start_response(
-                "401 Unauthorized",
-                [("WWW-Authenticate", 'Basic realm="zones"'), ("Content-Length", "0")],
-            )
-            return [b""]
-        return app(environ, start_response)
-
-    server = make_server(
-        "127.0.0.1",
-        0,
-        with_login,
-        handler_class=WSGIRequestHandlerLogger,
-        server_class=WSGIServerLogger,
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/", bare
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-        served.close()
+    with http_git_server(bare, ("u", "s3cret")) as url:
+        yield url, bare
 
 
 def test_http_clone_commit_push_with_credentials_file(tmp_path, http_remote, opened, caplog):
