@@ -68,6 +68,23 @@ def zone_diff(old: Zone, new: Zone) -> ZoneDiff:
     )
 
 
+def names_diff(old: Zone, new: Zone, names: Iterable[dns.name.Name]) -> ZoneDiff:
+    """`zone_diff` for versions that differ only at `names` (an update): O(changes)."""
+    before: set[Record] = set()
+    after: set[Record] = set()
+    for name in names:
+        for zone, out in ((old, before), (new, after)):
+            for rrset in (zone.nodes.get(name) or {}).values():
+                if rrset.rdtype != dns.rdatatype.SOA:
+                    out.update((rrset.name, rrset.ttl, rd) for rd in rrset)
+    return ZoneDiff(
+        soa_record(old),
+        soa_record(new),
+        tuple(sorted(before - after, key=_order)),
+        tuple(sorted(after - before, key=_order)),
+    )
+
+
 def condense(diffs: Iterable[ZoneDiff]) -> ZoneDiff:
     """Several consecutive differences as one (RFC 1995 section 5 allows sending it)."""
     diffs = list(diffs)

@@ -24,10 +24,10 @@ import dns.rdatatype
 import dns.rrset
 import dns.wire
 
-from gitdns.diff import ZoneDiff, zone_diff
+from gitdns.diff import ZoneDiff, names_diff
 from gitdns.serial import serial_gt, serial_increase
 from gitdns.zone import RRsetKey, Zone
-from gitdns.zonefile import check_zone
+from gitdns.zonefile import check_changes
 
 _SOA, _NS, _CNAME, _DNAME, _ANY = (
     dns.rdatatype.SOA,
@@ -133,13 +133,14 @@ def apply_update(
         bumped = dns.rrset.RRset(zone.origin, _IN, _SOA)
         bumped.add(old_soa.replace(serial=serial), new_soa_rrset.ttl)
         work.put(bumped)
-    new_zone = work.zone()
-    errors, _warnings = check_zone(new_zone)
+    changed = work.changes()
+    new_zone = zone.with_changes(changed)
+    errors = check_changes(new_zone, changed)
     if errors:
         reason = "the update would break the zone: " + "; ".join(e.message for e in errors)
         return UpdateResult(dns.rcode.REFUSED, None, None, reason)
     return UpdateResult(
-        dns.rcode.NOERROR, new_zone, zone_diff(zone, new_zone), summary=tuple(summary)
+        dns.rcode.NOERROR, new_zone, names_diff(zone, new_zone, changed), summary=tuple(summary)
     )
 
 
@@ -326,43 +327,43 @@ def _prescan(zone: Zone, changes: list[_RR]) -> None:
 
 
 class _WorkingCopy:
-    """The zone being updated: copy on write over the old version's nodes, so refusing is free."""
+    """The zone being updated: copy on write of the nodes it touches, so refusing is free and
+    the cost follows the size of the update, not of the zone."""
 
     def __init__(self, zone: Zone):
         self.old = zone
         self.origin = zone.origin
-        self.nodes: dict[dns.name.Name, dict[RRsetKey, dns.rrset.RRset]] = dict(zone.nodes)
-        self.touched: set[dns.name.Name] = set()
+        self.touched: dict[dns.name.Name, dict[RRsetKey, dns.rrset.RRset]] = {}
 
     def node(self, name: dns.name.Name) -> dict[RRsetKey, dns.rrset.RRset]:
-        return self.nodes.get(name, {})
+        node = self.touched.get(name)
+        return node if node is not None else self.old.nodes.get(name, {})
 
     def get(self, name: dns.name.Name, key: RRsetKey) -> dns.rrset.RRset | None:
         return self.node(name).get(key)
 
     def _writable(self, name: dns.name.Name) -> dict[RRsetKey, dns.rrset.RRset]:
-        if name not in self.touched:
-            self.nodes[name] = dict(self.nodes.get(name, {}))
-            self.touched.add(name)
-        return self.nodes[name]
+        node = self.touched.get(name)
+        if node is None:
+            node = self.touched[name] = dict(self.old.nodes.get(name, {}))
+        return node
 
     def put(self, rrset: dns.rrset.RRset) -> None:
         self._writable(rrset.name)[(rrset.rdtype, rrset.covers)] = rrset
 
     def remove(self, name: dns.name.Name, key: RRsetKey) -> None:
-        node = self._writable(name)
-        node.pop(key, None)
-        if not node:
-            del self.nodes[name]
-            self.touched.discard(name)
+        self._writable(name).pop(key, None)  # an empty node is a deleted name
+
+    def changes(self) -> dict[dns.name.Name, dict[RRsetKey, dns.rrset.RRset]]:
+        """The touched names whose records (or TTLs) differ from the old version."""
+        return {n: node for n, node in self.touched.items()
+                if not _same_node(self.old.nodes.get(n, {}), node)}
 
     def changed(self) -> bool:
-        """True if some record (or TTL) differs from the old version."""
-        names = self.touched | {n for n in self.old.nodes if n not in self.nodes}
-        return any(not _same_node(self.old.nodes.get(n, {}), self.nodes.get(n, {})) for n in names)
+        return bool(self.changes())
 
     def zone(self) -> Zone:
-        return Zone(self.origin, (r for node in self.nodes.values() for r in node.values()))
+        return self.old.with_changes(self.changes())
 
 
 def _same_node(a: dict[RRsetKey, dns.rrset.RRset], b: dict[RRsetKey, dns.rrset.RRset]) -> bool:

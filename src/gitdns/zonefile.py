@@ -344,13 +344,74 @@ def check_records(
             if rdtype != NS and (below_cut(target) or target in cuts):
                 continue
             if not has_address(target):
-                kind = "glue" if rdtype == NS and name != origin else "address"
-                err(
-                    record_lines.get((name, rd)) or lines[(name, rdtype, 0)],
-                    f"{tname} {name} -> {target}: the target is inside the zone "
-                    f"but has no {kind} (A or AAAA) record",
-                )
+                err(record_lines.get((name, rd)) or lines[(name, rdtype, 0)],
+                    _no_address(rdtype, name, target, origin))
     return errors, warnings
+
+
+def check_changes(zone: Zone, names: Iterable[dns.name.Name]) -> list[ZoneError]:
+    """The loader's rules for a version that differs from a checked one only at `names`
+    (an update): the changed names, and the names whose addresses others point at."""
+    errors: list[ZoneError] = []
+    origin = zone.origin
+    filename = origin.to_text()
+
+    def err(msg: str) -> None:
+        errors.append(ZoneError(filename, None, msg))
+
+    apex = zone.nodes.get(origin) or {}
+    if (SOA, 0) not in apex:
+        err(f"no SOA record at the zone apex {origin}")
+    if (NS, 0) not in apex:
+        err(f"no NS records at the zone apex {origin}")
+
+    def below_cut(name: dns.name.Name) -> bool:
+        n = name
+        while len(n) > len(origin):
+            if n in zone.cuts:
+                return True
+            n = n.parent()
+        return False
+
+    def has_address(name: dns.name.Name) -> bool:
+        node = zone.nodes.get(name) or {}
+        return (A, 0) in node or (AAAA, 0) in node
+
+    referrers = zone.referrers()
+    for name in names:
+        node = zone.nodes.get(name) or {}
+        types = {key[0] for key in node}
+        if CNAME in types and types - _CNAME_COMPANIONS:
+            others = ", ".join(sorted(dns.rdatatype.to_text(t) for t in types - _CNAME_COMPANIONS))
+            err(f"CNAME at {name} beside other data ({others})")
+        if SOA in types and name != origin:
+            err(f"SOA record at {name}, below the apex of {origin}")
+        for rdtype in (NS, MX, SRV):
+            for rd in node.get((rdtype, 0)) or ():
+                target = rd.exchange if rdtype == MX else rd.target
+                if rdtype != NS and target == dns.name.root:
+                    continue
+                if not target.is_subdomain(origin) or has_address(target):
+                    continue
+                if rdtype != NS and below_cut(target):
+                    continue
+                err(_no_address(rdtype, name, target, origin))
+        if referrers.get(name, 0) and not has_address(name):
+            # Who points here? Only on this error path is the zone searched.
+            for owner, other in zone.nodes.items():
+                for rdtype in (NS, MX, SRV):
+                    for rd in other.get((rdtype, 0)) or ():
+                        target = rd.exchange if rdtype == MX else rd.target
+                        if target == name and (rdtype == NS or not below_cut(target)):
+                            err(_no_address(rdtype, owner, target, origin))
+    return errors
+
+
+def _no_address(rdtype: int, owner: dns.name.Name, target: dns.name.Name,
+                origin: dns.name.Name) -> str:
+    kind = "glue" if rdtype == NS and owner != origin else "address"
+    return (f"{dns.rdatatype.to_text(rdtype)} {owner} -> {target}: the target is inside the zone "
+            f"but has no {kind} (A or AAAA) record")
 
 
 class _NoLines(dict):
