@@ -208,11 +208,13 @@ class Primary:
         self.store.swap(state.zones)
         self.view = core.ServerState(state.zones, state.keys, self.config.axfr_unauthenticated)
 
-    def install_zone(self, origin: dns.name.Name, zone: Zone, source: bytes,
+    def install_zone(self, origin: dns.name.Name, zone: Zone, source: bytes | None,
                      diff=None) -> None:
-        """On the loop: a new version of one zone from an update (already committed)."""
+        """On the loop: a new version of one zone from an update (durable in the journal or
+        in git; `source`, when given, is the zone file's new git blob)."""
         old = self.state.zones.get(origin)
-        status = dataclasses.replace(self.state.status[origin], source=source, zone=zone,
+        current = self.state.status[origin]
+        status = dataclasses.replace(current, source=source or current.source, zone=zone,
                                      errors=[], broken_source=None)
         state = dataclasses.replace(self.state, zones=self.state.zones.replace({origin: zone}),
                                     status={**self.state.status, origin: status})
@@ -220,6 +222,11 @@ class Primary:
         if old is not None:
             self.history.record(old, zone, diff)
         self.notify_secondaries(origin)
+
+    def set_source(self, origin: dns.name.Name, source: bytes) -> None:
+        """The zone file of `origin` is now the git blob `source` (the journal was folded)."""
+        status = dataclasses.replace(self.state.status[origin], source=source)
+        self.state = dataclasses.replace(self.state, status={**self.state.status, origin: status})
 
     def install(self, state: RepositoryState, report: LoadReport) -> None:
         """On the loop: swap the new version in, remember history, tell the secondaries."""
@@ -306,10 +313,15 @@ class Primary:
             self._reload_wanted.clear()
             target = self._pulls_requested
             try:
-                async with self.write_lock:
-                    loaded = await asyncio.to_thread(self._pull)
-                    if loaded is not None:
-                        self.install(*loaded)
+                # No update may build on a version the pull replaces; git gets every accepted
+                # update before the tree moves.
+                async with self.updater.apply_lock:
+                    await self.updater.fold()
+                    async with self.write_lock:
+                        loaded = await asyncio.to_thread(self._pull)
+                        if loaded is not None:
+                            self.install(*loaded)
+                    self.updater.forget_pending()
             except Exception:
                 log.exception("reload failed; still serving the previous data")
             self._pulls_done = target
@@ -336,6 +348,8 @@ class Primary:
                     credentials_file=cfg.credentials_file)
             )
             self.install(*await asyncio.to_thread(self._read_repo))
+            self.updater.open_journal(cfg.data_dir / "journal")
+            await self.updater.recover()
         except BaseException:
             for _a, u, t in sockets:
                 u.close()
@@ -347,7 +361,8 @@ class Primary:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        tasks = [asyncio.create_task(self._reloader()), asyncio.create_task(self.updater.pusher())]
+        tasks = [asyncio.create_task(self._reloader()), asyncio.create_task(self.updater.pusher()),
+                 asyncio.create_task(self.updater.folder())]
         # Commits a previous run made but could not push (a kill -9, a remote that was down).
         self.updater.kick()
         if cfg.poll:
@@ -359,6 +374,11 @@ class Primary:
             log.info("stopping")
             for task in [*tasks, *self._tasks]:
                 task.cancel()
+            try:  # what the journal holds goes to git now rather than at the next start
+                await asyncio.wait_for(self.updater.fold(), 30)
+            except Exception:
+                log.warning("the journal could not be folded into git before stopping; it will "
+                            "be at the next start")
             await self.server.stop()
             if self.repo is not None:
                 self.repo.close()

@@ -1,8 +1,10 @@
 """Dynamic updates written back to git: the edge around `update.apply_update`.
 
 Rules this module keeps:
-- Updates (and pulls) run one at a time, in arrival order, under the primary's write lock; an
-  update is answered NOERROR only once its commit is durable on the local disk.
+- Updates are applied one at a time, in arrival order, each on the newest accepted version;
+  an update is answered NOERROR only once its journal entry is on disk (journal.py), and only
+  then served. The journal is folded into git commits in the background (several updates may
+  share a commit, whose message lists each), and replayed at start for what git lacks.
 - Pushing runs in the background and never loses a committed update: a remote that is down is
   retried with backoff; a push rejected because the remote moved is replayed, change by change,
   on the remote's newest zone files; a change that cannot be replayed any more (its zone file is
@@ -26,8 +28,9 @@ import dns.rrset
 from dulwich.objects import Blob
 
 from gitdns import core, gitwrite
-from gitdns.diff import ZoneDiff, replay, zone_diff
+from gitdns.diff import ZoneDiff, names_diff, replay, zone_diff
 from gitdns.gitrepo import GitError
+from gitdns.journal import Entry, Journal
 from gitdns.serial import serial_gt, serial_increase
 from gitdns.update import apply_update
 from gitdns.zone import Zone
@@ -65,43 +68,148 @@ class Updater:
         self.serial_policy = serial_policy
         self.committer = committer or default_committer()
         self._push_wanted = asyncio.Event()
+        self._fold_wanted = asyncio.Event()
+        self.apply_lock = asyncio.Lock()  # updates one at a time, each on the newest version
+        self.journal: Journal
+        self.pending: dict[dns.name.Name, Zone] = {}  # newest accepted version, maybe not durable
+        self.git_zone: dict[dns.name.Name, Zone] = {}  # the version git has, while entries wait
+        self.installed: dict[dns.name.Name, int] = {}  # journal number of the served version
 
     # -- UPDATE --------------------------------------------------------------------------------
+
+    def open_journal(self, directory) -> None:
+        self.journal = Journal(directory)
 
     async def update(self, job: core.Deferred) -> bytes:
         peer = job.request.peer[0] if job.request.peer else "?"
         keyname = job.key.name.to_text(omit_final_dot=True) if job.key else "?"
-        async with self.primary.write_lock:
-            zone = self.primary.store.zones.get(job.origin)
-            if zone is None:  # dropped by a pull since the core looked
+        origin = job.origin
+        async with self.apply_lock:
+            base = self.pending.get(origin) or self.primary.store.zones.get(origin)
+            if base is None:  # dropped by a pull since the core looked
                 return core.reply(job.query, dns.rcode.NOTAUTH, job.request)
-            outcome = await asyncio.to_thread(self._apply_and_commit, zone, job, peer, keyname)
-            if isinstance(outcome, int):
-                return core.reply(job.query, outcome, job.request)
-            self.primary.install_zone(outcome.origin, outcome.zone, outcome.source, outcome.diff)
-        self.kick()
+            result = apply_update(base, job.query, serial_policy=self.serial_policy,
+                                  today=datetime.date.today())
+            origin_text = origin.to_text(omit_final_dot=True)
+            if result.rcode != dns.rcode.NOERROR:
+                log.warning("UPDATE of %s by %s from %s refused (%s): %s", origin_text, keyname,
+                            peer, dns.rcode.to_text(result.rcode),
+                            result.reason or "see the RFC 2136 rules")
+                return core.reply(job.query, result.rcode, job.request)
+            if result.zone is None or result.diff is None:
+                log.info("UPDATE of %s by %s from %s changed nothing", origin_text, keyname, peer)
+                return core.reply(job.query, dns.rcode.NOERROR, job.request)
+            message = (f"update {origin_text} by {keyname} from {peer}: "
+                       + ", ".join(result.summary))
+            entry = self.journal.new_entry(
+                origin, result.zone.serial, result.diff.deleted, result.diff.added, message,
+                f"{keyname} <{keyname}@{peer}>")
+            if origin not in self.pending:
+                self.git_zone.setdefault(origin, base)  # the version git has, for the fold
+            self.pending[origin] = result.zone
+            durable = self.journal.append(entry)
+        try:
+            await durable
+        except OSError:
+            self.pending.pop(origin, None)
+            return core.reply(job.query, dns.rcode.SERVFAIL, job.request)
+        if entry.seq > self.installed.get(origin, 0):
+            self.installed[origin] = entry.seq
+            self.primary.install_zone(origin, result.zone, None, result.diff)
+        log.info("UPDATE of %s by %s from %s accepted (journal %d), serial %d: %s", origin_text,
+                 keyname, peer, entry.seq, result.zone.serial, ", ".join(result.summary))
+        self._fold_wanted.set()
         return core.reply(job.query, dns.rcode.NOERROR, job.request)
 
-    def _apply_and_commit(self, zone: Zone, job: core.Deferred, peer: str,
-                          keyname: str) -> Committed | int:
-        """In a worker thread: the update on `zone`, its file edited and committed durably."""
-        origin_text = zone.origin.to_text(omit_final_dot=True)
-        result = apply_update(zone, job.query, serial_policy=self.serial_policy,
-                              today=datetime.date.today())
-        if result.rcode != dns.rcode.NOERROR:
-            log.warning("UPDATE of %s by %s from %s refused (%s): %s", origin_text, keyname, peer,
-                        dns.rcode.to_text(result.rcode), result.reason or "see the RFC 2136 rules")
-            return result.rcode
-        if result.zone is None or result.diff is None:
-            log.info("UPDATE of %s by %s from %s changed nothing", origin_text, keyname, peer)
-            return dns.rcode.NOERROR
-        message = (f"update {origin_text} by {keyname} from {peer}: "
-                   + ", ".join(result.summary))
-        author = f"{keyname} <{keyname}@{peer}>".encode()
-        committed = self._commit_zone(zone, result.zone, result.diff, message, author)
-        log.info("UPDATE of %s by %s from %s committed, serial %d: %s", origin_text, keyname,
-                 peer, result.zone.serial, ", ".join(result.summary))
-        return committed
+    # -- folding the journal into git ------------------------------------------------------------
+
+    async def folder(self) -> None:
+        """Fold durable journal entries into git commits whenever there are some."""
+        while True:
+            await self._fold_wanted.wait()
+            self._fold_wanted.clear()
+            try:
+                await self.fold()
+            except Exception:
+                log.exception("folding the journal into git failed; the journal keeps the "
+                              "updates and the fold is retried")
+                await asyncio.sleep(PUSH_RETRY_FIRST)
+                self._fold_wanted.set()
+
+    async def fold(self) -> None:
+        """Commit every durable journal entry (grouped by zone) to the local clone."""
+        await self.journal.drain()
+        async with self.primary.write_lock:
+            entries = self.journal.unfolded()
+            if not entries:
+                return
+            last = entries[-1].seq
+            by_zone: dict[dns.name.Name, list[Entry]] = {}
+            for entry in entries:
+                by_zone.setdefault(entry.origin, []).append(entry)
+            for origin, group in by_zone.items():
+                served = self.primary.store.zones.get(origin)
+                before = self.git_zone.get(origin)
+                status = self.primary.state.status.get(origin)
+                if served is None or before is None or status is None:
+                    log.error("journal entries %d-%d for %s: the zone is gone; not folded",
+                              group[0].seq, group[-1].seq, origin)
+                    continue
+                names = {r[0] for e in group for r in (*e.deleted, *e.added)}
+                diff = names_diff(before, served, names)
+                committed = await asyncio.to_thread(self._commit_group, origin, group, before,
+                                                    served, diff)
+                self.primary.set_source(origin, committed)
+                if not any(e.origin == origin and e.seq > last for e in self.journal.entries):
+                    self.git_zone.pop(origin, None)
+                    if self.pending.get(origin) is served:
+                        self.pending.pop(origin, None)
+                else:
+                    self.git_zone[origin] = served
+            self.journal.mark_folded(last)
+        self.kick()
+
+    def _commit_group(self, origin: dns.name.Name, group: list[Entry], before: Zone,
+                      after: Zone, diff: ZoneDiff) -> bytes:
+        """In a worker thread: the zone file edited from `before` to `after`, committed."""
+        repo = self.primary.repo
+        status = self.primary.state.status[origin]
+        text = repo.read_blob(status.source).decode("utf-8")
+        new_text = edit_text(text, before, after, diff, status.filename)
+        data = new_text.encode("utf-8")
+        if len(group) == 1:
+            message, author = group[0].message, group[0].author.encode()
+        else:
+            message = (f"update {origin.to_text(omit_final_dot=True)}: {len(group)} updates\n\n"
+                       + "\n".join(e.message for e in group))
+            authors = {e.author for e in group}
+            author = authors.pop().encode() if len(authors) == 1 else self.committer
+        gitwrite.commit_files(repo, {status.filename: data}, message, author, self.committer)
+        return Blob.from_string(data).id
+
+    async def recover(self) -> None:
+        """At start: replay journal entries git does not have yet, then fold them."""
+        entries = self.journal.unfolded()
+        if not entries:
+            return
+        log.warning("replaying %d journal entries that git does not have yet", len(entries))
+        for entry in entries:
+            zone = self.primary.store.zones.get(entry.origin)
+            if zone is None:
+                log.error("journal entry %d: zone %s is not served any more; its update (%s) "
+                          "is kept in %s", entry.seq, entry.origin, entry.message,
+                          self.journal.path)
+                continue
+            soa = (zone.origin, zone.soa.ttl, zone.soa[0])
+            changed = replay(zone, ZoneDiff(soa, soa, entry.deleted, entry.added))
+            if changed is None:
+                continue
+            serial = (entry.serial if serial_gt(entry.serial, zone.serial)
+                      else serial_increase(zone.serial, self.serial_policy))
+            new = with_serial(changed, serial)
+            self.git_zone.setdefault(entry.origin, zone)
+            self.primary.install_zone(entry.origin, new, None, zone_diff(zone, new))
+        await self.fold()
 
     def _commit_zone(self, old: Zone, new: Zone, diff: ZoneDiff, message: str,
                      author: bytes) -> Committed:
@@ -119,6 +227,7 @@ class Updater:
 
     async def bump_serial(self, origin: dns.name.Name, changed_from: Zone) -> None:
         """Commit the serial increase the primary already serves for `origin`."""
+        await self.fold()
         async with self.primary.write_lock:
             zone = self.primary.store.zones.get(origin)
             status = self.primary.state.status.get(origin)
@@ -172,16 +281,24 @@ class Updater:
                 if result.status == "rejected":
                     log.warning("the remote moved on: replaying %d local commit(s) on it",
                                 len(ahead))
-                    async with self.primary.write_lock:
-                        loaded = await asyncio.to_thread(self._replay)
-                        if loaded is not None:
-                            self.primary.install(*loaded)
+                    async with self.apply_lock:  # no update may build on what is replaced
+                        await self.fold()
+                        async with self.primary.write_lock:
+                            loaded = await asyncio.to_thread(self._replay)
+                            if loaded is not None:
+                                self.primary.install(*loaded)
+                        self.forget_pending()
                     continue
                 log.warning("%d commit(s) not pushed yet: %s; retrying in %.0f s (updates are "
                             "still accepted and committed locally)", len(ahead), result.error,
                             delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, PUSH_RETRY_MAX)
+
+    def forget_pending(self) -> None:
+        """After the tree moved under a pull or a replay (everything folded first)."""
+        self.pending.clear()
+        self.git_zone.clear()
 
     def _replay(self):
         """In a worker thread, under the write lock: redo the local commits on the remote tip."""
