@@ -24,6 +24,7 @@ import dns.rcode
 import dns.rdatatype
 
 from gitdns import core, transfer
+from gitdns.fastpath import FastPath
 from gitdns.gitrepo import GitError, GitRepo
 from gitdns.history import ZoneHistory, diffs_from_git
 from gitdns.net.client import send_notify
@@ -81,6 +82,7 @@ class Primary:
         self.view = core.ServerState(
             self.store.zones, axfr_unauthenticated=config.axfr_unauthenticated
         )
+        self.fast = FastPath(self.store.zones)
         self.history = ZoneHistory()
         self.repo: GitRepo | None = None
         self.server: DnsServer | None = None
@@ -97,6 +99,11 @@ class Primary:
     # -- answering -------------------------------------------------------------------------
 
     def handle(self, wire: bytes, request: core.Request):
+        reply = self.fast.answer(wire, request.tcp)  # plain queries: spliced wire bytes
+        if reply is not None:
+            if self.config.log_queries:
+                _log_query(wire, reply, request)
+            return reply
         outcome = core.handle(self.view, wire, request, int(time.time()))
         if isinstance(outcome, core.Deferred):
             return self._deferred(outcome)
@@ -207,6 +214,7 @@ class Primary:
         self.state = state
         self.store.swap(state.zones)
         self.view = core.ServerState(state.zones, state.keys, self.config.axfr_unauthenticated)
+        self.fast = FastPath(state.zones, previous=self.fast)
 
     def install_zone(self, origin: dns.name.Name, zone: Zone, source: bytes | None,
                      diff=None) -> None:
