@@ -551,3 +551,17 @@ def test_messages_have_the_query_id_and_no_question_after_the_first():
         qid, flags, qdcount = struct.unpack_from("!HHH", wire)
         assert qid == server_q.id and flags & dns.flags.QR and flags & dns.flags.AA
         assert qdcount == (1 if i == 0 else 0)
+
+
+def test_transfers_keep_the_case_of_names_in_the_data():
+    # RFC 4343 4.1: compression must not swap one spelling for another (`www` for `WWW`).
+    zone, _ = parse_zone(
+        "$ORIGIN c.test.\n$TTL 60\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n"
+        "alias3 CNAME WWW\nftp CNAME www\nWWW A 192.0.2.2\n", "c.test", "c.test")
+    query = dns.message.make_query("c.test", "AXFR")
+    targets = {}
+    for wire in axfr_messages(zone, query):
+        for rrset in dns.message.from_wire(wire).answer:
+            if rrset.rdtype == dns.rdatatype.CNAME:
+                targets[rrset.name.labels[0]] = rrset[0].target.labels[0]
+    assert targets == {b"alias3": b"WWW", b"ftp": b"www"}

@@ -135,6 +135,55 @@ def _run(coro) -> None:
         asyncio.run(coro)
 
 
+# -- secondary ----------------------------------------------------------------------------------
+
+
+def cmd_secondary(args: argparse.Namespace) -> int:
+    """Follow primaries by SOA checks, AXFR/IXFR and NOTIFY; serve the zones (issue 6)."""
+    import dns.exception
+    import dns.name
+
+    from gitdns.keys import KeyError_, read_key_option
+    from gitdns.net.server import ListenAddress
+    from gitdns.secondary import ConfigError, Secondary, SecondaryConfig
+
+    try:
+        keys = [read_key_option(k) for k in args.key]
+        zones = [dns.name.from_text(z) for z in args.zone or []]
+        primary = _host_port(args.primary, 53) if args.primary else None
+        also_notify = [_host_port(a, 53) for a in args.also_notify or []]
+        listen = [ListenAddress.parse(a) for a in (args.listen or ["[::]:53", "0.0.0.0:53"])]
+    except (KeyError_, ValueError, OSError, dns.exception.DNSException) as e:
+        print(f"gitdns secondary: {e}", file=sys.stderr)
+        return 2
+    config = SecondaryConfig(
+        keys=keys,
+        data_dir=Path(args.data_dir or _default_data_dir() / "secondary").absolute(),
+        primary=primary,
+        zones=zones,
+        listen=listen,
+        also_notify=also_notify,
+        log_queries=args.log_queries,
+        tcp_idle_timeout=args.tcp_idle_timeout,
+    )
+    try:
+        secondary = Secondary(config)
+    except ConfigError as e:
+        print(f"gitdns secondary: {e}", file=sys.stderr)
+        return 2
+    try:
+        _run(secondary.run())
+    except PermissionError as e:
+        logging.getLogger("gitdns").error(
+            "%s: ports below 1024 need root or CAP_NET_BIND_SERVICE; try --listen 127.0.0.1:5353", e
+        )
+        return 1
+    except OSError as e:
+        logging.getLogger("gitdns").error("cannot listen or write the data directory: %s", e)
+        return 1
+    return 0
+
+
 # -- init ---------------------------------------------------------------------------------------
 
 
@@ -478,6 +527,31 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("secondary", help="run a secondary server that transfers zones from a "
+                       "primary (gitdns, BIND, Knot) and serves them")
+    p.add_argument("--key", action="append", required=True, metavar="KEY",
+                   help="TSIG key NAME:ALG:SECRET (or ALG:NAME:SECRET, or @FILE); repeatable. "
+                        "P1.P2.P3.P4.S1.S2.S3.S4._transfer.ZONE names ZONE and its primary P; "
+                        "NAME._transfer. (the root) follows every zone the primary announces")
+    p.add_argument("--primary", metavar="ADDR[:PORT]",
+                   help="the primary, for keys that name none (BIND, Knot) or another port")
+    p.add_argument("--zone", action="append", metavar="ZONE",
+                   help="also follow ZONE (repeatable), with the key covering it")
+    p.add_argument("--listen", action="append", metavar="ADDR:PORT",
+                   help="address to answer on, UDP and TCP; repeatable "
+                        "(default: [::]:53 and 0.0.0.0:53)")
+    p.add_argument("--data-dir", help="where the last good copy of each zone is kept "
+                   "(default: /var/lib/gitdns/secondary as root, else "
+                   "~/.local/state/gitdns/secondary)")
+    p.add_argument("--also-notify", action="append", metavar="ADDR[:PORT]",
+                   help="NOTIFY this secondary of ours of every new version (repeatable)")
+    p.add_argument("--log-queries", action="store_true", help="log every query and its rcode")
+    p.add_argument("--tcp-idle-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="close TCP connections idle this long (default: 10)")
+    p.add_argument("--log-level", default=argparse.SUPPRESS,
+                   choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_secondary)
+
     p = sub.add_parser("notify", help="send a signed NOTIFY (makes a gitdns primary pull)")
     p.add_argument("zone")
     p.add_argument("--server", required=True, metavar="HOST[:PORT]")
@@ -520,6 +594,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="key name, e.g. personal._update.example.test")
     p.add_argument("--algorithm", default="hmac-sha256")
     p.set_defaults(func=cmd_keygen)
+
+    # Certificates through DNS (issue 8): each module defines its sub-command's options.
+    from gitdns import certify, letsencrypt
+
+    certify.add_parser(sub)
+    letsencrypt.add_parser(sub)
     return parser
 
 

@@ -181,17 +181,21 @@ class Primary:
         self.watchers = [w for w in self.watchers if getattr(w.connection, "open", False)]
         if not any(w.connection is conn and w.origin == job.origin for w in self.watchers):
             self.watchers.append(_Watcher(conn, job.key, job.origin))
+            conn.persistent = True  # kept open for NOTIFY, whatever the idle timeout
             log.info("hidden secondary %s registered for NOTIFY of %s (%s)",
                      job.request.peer[0] if job.request.peer else "?", job.origin, job.key.name)
-        if job.zone is None:
-            # A root (or parent) key: tell it at once of every zone it may transfer, right
-            # after the answer to its SOA query (call_soon runs once that answer is written).
-            asyncio.get_running_loop().call_soon(self._notify_all_zones, conn, job.key)
+        # Tell it at once of every other served zone at or below what it asked for that its key
+        # may transfer (for a root key: every zone), right after the answer to its SOA query
+        # (call_soon runs once that answer is written).
+        asyncio.get_running_loop().call_soon(self._notify_zones_below, conn, job.key, job.origin,
+                                             job.zone is not None)
 
-    def _notify_all_zones(self, conn, key) -> None:
-        for origin, zone in self.store.zones.items():
-            if key.allows("transfer", origin):
-                conn.send(notify_message(origin, zone.soa, key).to_wire())
+    def _notify_zones_below(self, conn, key, origin: dns.name.Name, skip_origin: bool) -> None:
+        for name, zone in self.store.zones.items():
+            if skip_origin and name == origin:
+                continue
+            if name.is_subdomain(origin) and key.allows("transfer", name):
+                conn.send(notify_message(name, zone.soa, key).to_wire())
 
     def _notify_watchers(self, origin: dns.name.Name) -> None:
         zone = self.store.zones.get(origin)

@@ -69,6 +69,21 @@ def client_serial(query: dns.message.Message) -> int | None:
     return soa[0].serial
 
 
+class _CaseSensitiveCompression(dict):
+    """A compression table that points only at names spelt the same (case included).
+
+    dnspython's table is keyed by Name, which ignores case: `ftp CNAME www` after `alias CNAME
+    WWW` would travel as `WWW`, and every secondary would store the other spelling. Zone data
+    keeps its case in a transfer (RFC 4343 4.1), as BIND's transfers do.
+    """
+
+    def get(self, name, default=None):
+        return super().get(name.labels, default)
+
+    def __setitem__(self, name, offset) -> None:
+        super().__setitem__(name.labels if isinstance(name, dns.name.Name) else name, offset)
+
+
 def axfr_messages(
     zone: Zone,
     query: dns.message.Message,
@@ -268,6 +283,7 @@ class _Stream:
 
     def _renderer(self, first: bool) -> dns.renderer.Renderer:
         r = dns.renderer.Renderer(self.id, self.flags, self.max_size)
+        r.compress = _CaseSensitiveCompression()
         r.reserve(self.reserve)
         if first:
             for name, rdtype, rdclass in self.question:

@@ -471,3 +471,318 @@ def http_git_server(bare: Path, login: tuple[str, str] | None = None):
         server.server_close()
         thread.join(timeout=10)
         served.close()
+
+
+# -- an ACME server on loopback: pebble (Debian package `pebble`) ---------------------------------
+
+PEBBLE = "/usr/bin/pebble"
+
+
+@dataclass
+class Pebble:
+    """A running pebble: its ACME directory, the CA file that makes its HTTPS trusted, and its
+    management port (the issuing root is at /roots/0 there, new on every start)."""
+
+    peer: Peer
+    port: int
+    mgmt_port: int
+    ca_bundle: Path
+
+    @property
+    def directory(self) -> str:
+        return f"https://{LOOPBACK}:{self.port}/dir"
+
+    def root_pem(self) -> bytes:
+        """The root that signs what this pebble issues (fetched: it changes on every start)."""
+        import requests
+
+        url = f"https://{LOOPBACK}:{self.mgmt_port}/roots/0"
+        response = requests.get(url, verify=str(self.ca_bundle), timeout=5)
+        response.raise_for_status()
+        return response.content
+
+    def stop(self) -> int | None:
+        return self.peer.stop()
+
+    def running(self) -> bool:
+        return self.peer.running()
+
+    def log_text(self, tail: int = 60) -> str:
+        return self.peer.log_text(tail)
+
+
+def make_pebble_tls(workdir: Path) -> tuple[Path, Path, Path]:
+    """A CA and a leaf for pebble's HTTPS listener (the Debian package ships none): the leaf
+    names 127.0.0.1, since every URL of the directory is built from the listen address.
+    Returns (ca.pem, cert.pem, key.pem); made once per directory."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    ca_path, cert_path, key_path = workdir / "ca.pem", workdir / "cert.pem", workdir / "key.pem"
+    if ca_path.exists() and cert_path.exists() and key_path.exists():
+        return ca_path, cert_path, key_path
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble test TLS CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=3650))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                       False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.IPAddress(ipaddress.ip_address("::1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return ca_path, cert_path, key_path
+
+
+def start_pebble(
+    workdir: Path | str, dns_port: int, *, port: int | None = None,
+    mgmt_port: int | None = None, timeout: float = START_TIMEOUT,
+) -> Pebble:
+    """pebble on 127.0.0.1 (fresh ports unless given: pass the old ones to restart it), asking
+    127.0.0.1:`dns_port` for DNS-01 records; no random validation sleeps, no nonce rejections.
+    Waits until its directory answers over HTTPS."""
+    import json
+
+    import requests
+
+    if not os.access(PEBBLE, os.X_OK):
+        raise RuntimeError(f"{PEBBLE} is not installed (Debian package pebble)")
+    workdir = Path(workdir)
+    ca, cert, key = make_pebble_tls(workdir / "tls")
+    port = port or free_port()
+    mgmt_port = mgmt_port or free_port()
+    config = workdir / "pebble-config.json"
+    config.write_text(json.dumps({"pebble": {
+        "listenAddress": f"{LOOPBACK}:{port}",
+        "managementListenAddress": f"{LOOPBACK}:{mgmt_port}",
+        "certificate": str(cert), "privateKey": str(key),
+        "httpPort": free_port(), "tlsPort": free_port(),
+        "ocspResponderURL": "", "externalAccountBindingRequired": False,
+    }}))
+    env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")
+    log_path = workdir / f"pebble-{time.monotonic_ns()}.log"
+    peer = _spawn("pebble", [PEBBLE, "-config", str(config), "-dnsserver",
+                             f"{LOOPBACK}:{dns_port}"], log_path, port, env=env, cwd=workdir)
+    pebble = Pebble(peer, port, mgmt_port, ca)
+    with _stopped_on_error(peer):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                requests.get(pebble.directory, verify=str(ca), timeout=1).raise_for_status()
+                break
+            except requests.RequestException:
+                pass
+            if not peer.running() or time.monotonic() > deadline:
+                peer.stop()
+                raise RuntimeError(f"pebble on port {port} did not come up; log:\n"
+                                   f"{peer.log_text()}")
+            time.sleep(0.05)
+    return pebble
+
+
+def start_letsencrypt(
+    workdir: Path | str, primary_port: int, key: str, pebble: Pebble,
+    ns_check: Iterable[int] = (), extra_args: Sequence[str] = (), *,
+    ready: str | None = "zone ", timeout: float = START_TIMEOUT,
+) -> Peer:
+    """`python -m gitdns letsencrypt` against the primary on 127.0.0.1:`primary_port` and
+    `pebble`, checking propagation on the loopback ports `ns_check`; waits until its log shows
+    `ready` (by default: a first zone transferred). The account key lives in `workdir`."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "gitdns", "letsencrypt", "--key", key,
+            "--primary", f"{LOOPBACK}:{primary_port}", "--directory", pebble.directory,
+            "--ca-bundle", str(pebble.ca_bundle), "--data-dir", str(workdir / "data"),
+            "--email", "hostmaster@example.test"]
+    for port in ns_check:
+        argv += ["--ns-check", f"{LOOPBACK}:{port}"]
+    argv += list(extra_args)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    log_path = workdir / f"letsencrypt-{time.monotonic_ns()}.log"
+    peer = _spawn("gitdns letsencrypt", argv, log_path, 0, env=env)
+    with _stopped_on_error(peer):
+        deadline = time.monotonic() + timeout
+        while ready and ready not in peer.log_text(10_000):
+            if not peer.running() or time.monotonic() > deadline:
+                peer.stop()
+                raise RuntimeError(f"gitdns letsencrypt not ready; log:\n{peer.log_text()}")
+            time.sleep(0.05)
+    return peer
+
+
+# -- gitdns secondary, and BIND and Knot as primaries with updates and NOTIFY (issue 6) ----------
+
+
+def start_gitdns_secondary(
+    data_dir: Path | str,
+    port: int,
+    keys: Sequence[str],
+    *,
+    primary: str | None = None,
+    zones: Iterable[str] = (),
+    also_notify: Iterable[str] = (),
+    extra_args: Sequence[str] = (),
+    wait_for: Iterable[str] = (),
+    log_path: Path | str | None = None,
+    timeout: float = START_TIMEOUT,
+) -> Peer:
+    """Run `python -m gitdns secondary` on 127.0.0.1:`port` with `keys` (key strings), and wait
+    until each zone of `wait_for` answers its SOA authoritatively (until it answers at all when
+    `wait_for` is empty). The log goes to `log_path` (default: beside `data_dir`), appended to,
+    so a restarted secondary keeps one log."""
+    data_dir = Path(data_dir)
+    log = Path(log_path) if log_path else data_dir.parent / f"secondary-{port}.log"
+    argv = [sys.executable, "-m", "gitdns", "--log-level", "debug", "secondary",
+            "--listen", f"{LOOPBACK}:{port}", "--data-dir", str(data_dir)]
+    for key in keys:
+        argv += ["--key", key]
+    if primary:
+        argv += ["--primary", primary]
+    for zone in zones:
+        argv += ["--zone", zone]
+    for target in also_notify:
+        argv += ["--also-notify", target]
+    argv += list(extra_args)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log, "ab")  # noqa: SIM115 - closed by Peer.stop
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
+                                stderr=subprocess.STDOUT, env=env)
+    except BaseException:
+        log_file.close()
+        raise
+    peer = Peer(name="gitdns secondary", proc=proc, port=port, log_path=log, _log_file=log_file)
+    with _stopped_on_error(peer):
+        wait_ready(peer, wait_for, timeout)
+    return peer
+
+
+def start_named_primary(
+    workdir: Path | str,
+    zones: Mapping[str, str],
+    port: int,
+    transfer_key: TsigKey,
+    update_key: TsigKey,
+    notify_ports: Iterable[int] = (),
+    timeout: float = START_TIMEOUT,
+) -> Peer:
+    """BIND as the primary of `zones` (name -> master file text, written into `workdir`), with
+    `allow-update` for `update_key`, `allow-transfer` for `transfer_key`, and `notify explicit`
+    to 127.0.0.1 on each of `notify_ports` (unsigned NOTIFY, BIND's default)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    targets = " ".join(f"127.0.0.1 port {p};" for p in notify_ports)
+    zone_lines = []
+    for name, text in zones.items():
+        path = workdir / f"{name}.db"
+        path.write_text(text)
+        zone_lines.append(
+            f'zone "{name}" {{ type primary; file "{path}"; '
+            f'allow-update {{ key "{update_key.name}"; }}; '
+            f'allow-transfer {{ key "{transfer_key.name}"; }}; '
+            f"also-notify {{ {targets} }}; }};")
+    conf = workdir / "named.conf"
+    conf.write_text(f"""options {{
+    directory "{workdir}"; pid-file none; session-keyfile "{workdir}/session.key";
+    managed-keys-directory "{workdir}"; recursion no; dnssec-validation no;
+    notify explicit; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
+}};
+controls {{ }};
+key "{transfer_key.name}" {{ algorithm {transfer_key.algorithm}; secret "{transfer_key.secret}"; }};
+key "{update_key.name}" {{ algorithm {update_key.algorithm}; secret "{update_key.secret}"; }};
+{chr(10).join(zone_lines)}
+""")
+    peer = _spawn("named (primary)", [NAMED, "-g", "-c", str(conf)], workdir / "named.log", port)
+    with _stopped_on_error(peer):
+        wait_ready(peer, zones, timeout, fatal=NAMED_FATAL)
+    return peer
+
+
+def start_knot_primary(
+    workdir: Path | str,
+    zones: Mapping[str, str],
+    port: int,
+    transfer_key: TsigKey,
+    update_key: TsigKey,
+    notify_ports: Iterable[int] = (),
+    timeout: float = START_TIMEOUT,
+) -> Peer:
+    """Knot DNS as the primary of `zones` (name -> master file text), accepting updates signed
+    with `update_key`, transfers signed with `transfer_key`, and sending NOTIFY signed with
+    `transfer_key` to 127.0.0.1 on each of `notify_ports`. IXFR comes from its journal."""
+    workdir = Path(workdir)
+    (workdir / "db").mkdir(parents=True, exist_ok=True)
+    ports = list(notify_ports)
+    remotes = "".join(
+        f"  - id: secondary{i}\n    address: 127.0.0.1@{p}\n    key: {transfer_key.name}\n"
+        for i, p in enumerate(ports))
+    notify = f"    notify: [{', '.join(f'secondary{i}' for i in range(len(ports)))}]\n" \
+        if ports else ""
+    zone_lines = ""
+    for name, text in zones.items():
+        (workdir / f"{name}.zone").write_text(text)
+        zone_lines += (f"  - domain: {name}\n    file: \"{workdir}/{name}.zone\"\n{notify}"
+                       "    acl: [transfer, update]\n")
+    conf = workdir / "knot.conf"
+    conf.write_text(f"""server:
+  listen: 127.0.0.1@{port}
+  rundir: "{workdir}"
+  udp-workers: 1
+  tcp-workers: 1
+  background-workers: 1
+log:
+  - target: stderr
+    any: info
+database:
+  storage: "{workdir}/db"
+key:
+  - id: {transfer_key.name}
+    algorithm: {transfer_key.algorithm}
+    secret: {transfer_key.secret}
+  - id: {update_key.name}
+    algorithm: {update_key.algorithm}
+    secret: {update_key.secret}
+{"remote:" + chr(10) + remotes if ports else ""}acl:
+  - id: transfer
+    key: {transfer_key.name}
+    action: transfer
+  - id: update
+    key: {update_key.name}
+    action: update
+template:
+  - id: default
+    storage: "{workdir}"
+    zonefile-sync: -1
+zone:
+{zone_lines}""")
+    peer = _spawn("knotd (primary)", [KNOTD, "-c", str(conf)], workdir / "knot.log", port)
+    with _stopped_on_error(peer):
+        wait_ready(peer, zones, timeout)
+    return peer

@@ -150,6 +150,7 @@ class _TcpProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.pending = 0
         self.paused = False
+        self.persistent = False  # a hidden secondary's connection: never closed for idleness
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -171,7 +172,7 @@ class _TcpProtocol(asyncio.Protocol):
         self.timer = loop.call_later(self.idle_timeout, self._idle)
 
     def _idle(self) -> None:
-        if self.transport is not None and self.pending == 0:
+        if self.transport is not None and self.pending == 0 and not self.persistent:
             self.transport.close()
         elif self.transport is not None:
             self._arm_timer()
