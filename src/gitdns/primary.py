@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -348,11 +350,28 @@ class Primary:
 
     # -- life cycle ------------------------------------------------------------------------
 
+    def _lock_data_dir(self) -> None:
+        """One gitdns per data directory; holding the lock, a killed run's git locks can go."""
+        path = self.config.data_dir / "gitdns.lock"
+        self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise GitError(f"another gitdns is using the data directory {self.config.data_dir}; "
+                           "give each server its own --data-dir") from None
+        git_dir = self.config.clone_dir / ".git"
+        if git_dir.is_dir():
+            for stale in git_dir.rglob("*.lock"):  # refs, index, objects being written
+                log.warning("removing %s, left by a gitdns that was killed while writing", stale)
+                stale.unlink(missing_ok=True)
+
     async def run(self) -> None:
         cfg = self.config
         sockets = bind_sockets(cfg.listen)  # fail early, before cloning, on a taken port
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         try:
+            self._lock_data_dir()
             self.repo = await asyncio.to_thread(
                 lambda: GitRepo.open_or_clone(
                     cfg.remote, cfg.clone_dir, cfg.branch, ssh_key=cfg.ssh_key,
@@ -361,7 +380,11 @@ class Primary:
             )
             self.install(*await asyncio.to_thread(self._read_repo))
             self.updater.open_journal(cfg.data_dir / "journal")
-            await self.updater.recover()
+            try:
+                await self.updater.recover()
+            except Exception:
+                log.exception("replaying the journal into git failed; the journal keeps the "
+                              "updates (they are served) and the fold is retried")
         except BaseException:
             for _a, u, t in sockets:
                 u.close()

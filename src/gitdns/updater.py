@@ -151,6 +151,8 @@ class Updater:
                 served = self.primary.store.zones.get(origin)
                 before = self.git_zone.get(origin)
                 status = self.primary.state.status.get(origin)
+                if before is None and served is not None:
+                    continue  # nothing to commit: git has these already (replayed at start)
                 if served is None or before is None or status is None:
                     log.error("journal entries %d-%d for %s: the zone is gone; not folded",
                               group[0].seq, group[-1].seq, origin)
@@ -209,6 +211,7 @@ class Updater:
             new = with_serial(changed, serial)
             self.git_zone.setdefault(entry.origin, zone)
             self.primary.install_zone(entry.origin, new, None, zone_diff(zone, new))
+        self._fold_wanted.set()  # the folder retries if this fold fails
         await self.fold()
 
     def _commit_zone(self, old: Zone, new: Zone, diff: ZoneDiff, message: str,

@@ -9,6 +9,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -299,3 +300,16 @@ def test_restart_reuses_clone_even_when_the_remote_is_gone(tmp_path):
         assert "serving from the local clone" in peer.log_text(200)
     finally:
         peer.stop()
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path):
+    repo = make_git_repo(tmp_path / "zones", {"a.test": ZONE.format(zone="a.test", serial=1)})
+    port = free_port()
+    with start_gitdns(repo, port, tmp_path / "data", zones=["a.test"]):
+        second = subprocess.run(
+            [sys.executable, "-m", "gitdns", "serve", "--remote", str(repo), "--listen",
+             f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "data"), "--notify",
+             "explicit"], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert "another gitdns is using the data directory" in second.stderr
+        assert ask(port, "www.a.test").rcode() == dns.rcode.NOERROR  # the first one serves on
