@@ -893,19 +893,20 @@ class Secondary:
         zone = result.zone
         if old is not None:
             await asyncio.to_thread(self.history.record, old, zone, result.diff)
-        st.zone = zone
-        st.succeeded(self.clock(), self.bounds)
-        self.serve(st.origin, zone)
-        await self._save(save_zone, st)
         if result.diff is not None:
             detail = (f"{len(result.diff.deleted)} records deleted, "
                       f"{len(result.diff.added)} added")
         else:
             detail = f"{zone.record_count} records"
+        # Logged before it is served: whoever sees the new data finds the line in the log.
         log.info("transfer of %s from %s: %s serial %s -> %d, %d messages, %s, %.0f ms; "
                  "serving serial %d", st.origin, source, result.style,
                  old.serial if old is not None else "none", zone.serial, result.messages, detail,
                  ms, zone.serial)
+        st.zone = zone
+        st.succeeded(self.clock(), self.bounds)
+        self.serve(st.origin, zone)
+        await self._save(save_zone, st)
         self._notify_downstream(st.origin)
 
     async def _save(self, how: Callable[[Path, Zone, float, Source], None],
