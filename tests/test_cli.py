@@ -146,3 +146,19 @@ def test_keygen_prints_the_three_forms(tmp_path):
     assert bind == f"hmac-sha512:ns2._transfer.example.test:{secret}"
     bad = gitdns("keygen", "x", "--algorithm", "md5")
     assert bad.returncode == 2 and "unknown TSIG algorithm" in bad.stderr
+
+
+def test_ssh_keygen_writes_a_private_key_and_prints_the_public_one(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+
+    path = tmp_path / "id"
+    out = gitdns("ssh-keygen", str(path))
+    assert out.returncode == 0, out.stderr
+    assert path.stat().st_mode & 0o777 == 0o600
+    public = [ln for ln in out.stdout.splitlines() if ln.startswith("ssh-ed25519 ")]
+    key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
+    derived = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                            serialization.PublicFormat.OpenSSH).decode()
+    assert public and public[0].split()[:2] == derived.split()[:2]
+    again = gitdns("ssh-keygen", str(path))
+    assert again.returncode == 1 and "not overwritten" in again.stderr

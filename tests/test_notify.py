@@ -64,3 +64,67 @@ def test_targets_are_ns_hosts_but_mname_key_secondaries_and_also_notify():
     assert {(t.host, t.port) for t in notify_targets(zone, keys, [("127.0.0.5", 5300)],
                                                      "explicit")} == {("127.0.0.5", 5300)}
     assert notify_targets(zone, keys, [("127.0.0.5", 5300)], "no") == []
+
+
+def _secondary_that_ignores(first: int, answer: bool = True):
+    """A UDP socket on loopback that drops the first `first` NOTIFYs, then acknowledges."""
+    import socket
+    import threading
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(1)
+    seen = []
+
+    def run():
+        while True:
+            try:
+                data, addr = sock.recvfrom(4096)
+            except OSError:  # closed, or nothing for a second
+                return
+            seen.append(data)
+            if len(seen) > first and answer:
+                query = dns.message.from_wire(data)
+                sock.sendto(dns.message.make_response(query).to_wire(), addr)
+                return
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return sock, seen, thread
+
+
+def test_notify_is_retransmitted_until_acknowledged():
+    import asyncio
+
+    from gitdns.net.client import send_notify
+    from gitdns.notify import NotifyTarget
+
+    zone, _ = parse_zone(ZONE, "example.test")
+    sock, seen, thread = _secondary_that_ignores(2)
+    try:
+        target = NotifyTarget("127.0.0.1", sock.getsockname()[1], None, "test")
+        ok = asyncio.run(send_notify(target, zone.origin, zone.soa, attempts=5,
+                                     first_timeout=0.05))
+        thread.join(5)
+    finally:
+        sock.close()
+    assert ok and len(seen) == 3  # two tries lost, the third acknowledged
+    assert all(dns.message.from_wire(d).opcode() == dns.opcode.NOTIFY for d in seen)
+
+
+def test_notify_gives_up_after_a_bounded_number_of_tries():
+    import asyncio
+
+    from gitdns.net.client import send_notify
+    from gitdns.notify import NotifyTarget
+
+    zone, _ = parse_zone(ZONE, "example.test")
+    sock, seen, thread = _secondary_that_ignores(0, answer=False)
+    try:
+        target = NotifyTarget("127.0.0.1", sock.getsockname()[1], None, "test")
+        ok = asyncio.run(send_notify(target, zone.origin, zone.soa, attempts=3,
+                                     first_timeout=0.02))
+    finally:
+        sock.close()
+        thread.join(5)
+    assert not ok and len(seen) == 3

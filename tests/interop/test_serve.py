@@ -313,3 +313,15 @@ def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path):
         assert second.returncode == 1
         assert "another gitdns is using the data directory" in second.stderr
         assert ask(port, "www.a.test").rcode() == dns.rcode.NOERROR  # the first one serves on
+
+
+def test_log_queries_logs_client_question_and_rcode(tmp_path):
+    repo = make_git_repo(tmp_path / "zones", {"a.test": ZONE.format(zone="a.test", serial=1)})
+    port = free_port()
+    with start_gitdns(repo, port, tmp_path / "data", ["--log-queries"], zones=["a.test"]) as peer:
+        ask(port, "www.a.test")
+        ask(port, "nope.a.test", tcp=True)
+        log = wait_for(lambda: "nope.a.test. A -> NXDOMAIN" in peer.log_text(200)
+                       and peer.log_text(200), what="the query log")
+    assert "127.0.0.1 UDP www.a.test. A -> NOERROR" in log
+    assert "127.0.0.1 TCP nope.a.test. A -> NXDOMAIN" in log

@@ -373,3 +373,57 @@ def test_updates_over_an_http_remote(tmp_path):
             wait_for(lambda: len(remote_log(bare)) == 2, what="the commit on the http remote")
             assert re.search(r"^h\s+IN\s+A\s+192\.0\.2\.70$", remote_file(bare), re.M)
             assert "s3cret" not in peer.log_text(1000)
+
+
+def test_content_changed_without_a_serial_increase_is_served_raised_and_committed(primary,
+                                                                                   tmp_path):
+    peer, bare, port = primary
+
+    def edit(work: Path):  # a new record, the serial (10) left as it was
+        path = work / "example.test"
+        path.write_text(path.read_text() + "forgot  IN A    192.0.2.123\n")
+
+    operator_push(tmp_path, bare, edit)
+    out = subprocess.run(
+        [sys.executable, "-m", "gitdns", "notify", "example.test", "--server",
+         f"127.0.0.1:{port}", "--key", f"{KEYNAME}:hmac-sha256:{SECRET}"],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert ask(port, "forgot.example.test").answer[0][0].address == "192.0.2.123"
+    assert serial(port) == 11  # served with the serial raised, so secondaries see the change
+    wait_for(lambda: re.search(r"\b11\s+; serial", remote_file(bare)),
+             what="the raised serial committed and pushed")
+    assert remote_log(bare)[0].startswith("raise the serial of example.test to 11")
+    assert [ln[0] for ln in changed_lines(bare)] == ["-", "+"]  # the serial alone
+    assert "its serial 10 is not above the served 10" in peer.log_text(500)
+
+
+def test_updates_over_a_git_protocol_remote(tmp_path):
+    """git:// (git daemon on loopback, receive-pack enabled)."""
+    if not shutil.which("git"):
+        pytest.skip("the git program runs git daemon")
+    bare = make_bare(tmp_path)
+    gport = free_port()
+    daemon = subprocess.Popen(
+        ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack",
+         "--listen=127.0.0.1", f"--port={gport}", f"--base-path={tmp_path}", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", gport), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        port = free_port()
+        with start_gitdns(f"git://127.0.0.1:{gport}/zones.git", port, tmp_path / "data",
+                          zones=["example.test"]) as peer:
+            assert nsupdate(port, "update add g.example.test 300 A 192.0.2.80", "-y",
+                            KEY).returncode == 0
+            wait_for(lambda: len(remote_log(bare)) == 2, what="the commit over git://")
+            assert re.search(r"^g\s+IN\s+A\s+192\.0\.2\.80$", remote_file(bare), re.M)
+            assert "Traceback" not in peer.log_text(500)
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
