@@ -108,21 +108,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
-    """`127.0.0.1`, `127.0.0.1:5300`, `[::1]:5300`, `::1` -> (host, port)."""
+    """An IP address with an optional port (`127.0.0.1:5300`, `[::1]:5300`, `::1`)."""
     import ipaddress
 
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") else default_port
-    elif text.count(":") == 1:
-        host, _, p = text.partition(":")
-        port = int(p)
-    else:
-        host, port = text, default_port
+    from gitdns.net.server import split_host_port
+
+    host, port = split_host_port(text, default_port)
     ipaddress.ip_address(host)
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} out of range")
+    if port == 0:
+        raise ValueError("port 0 is not a port to send to")
     return host, port
 
 
@@ -324,24 +318,39 @@ def cmd_notify(args: argparse.Namespace) -> int:
     if args.serial is not None:
         soa = dns.rrset.from_text(origin, 0, "IN", "SOA", f". . {args.serial} 0 0 0 0")
     message = notify_message(origin, soa, key)
-    try:
-        reply = dns.query.udp(message, host, port=port, timeout=args.timeout)
-    except dns.exception.Timeout:
-        print(f"gitdns notify: no answer from {args.server} in {args.timeout} s", file=sys.stderr)
-        return 1
-    except dns.tsig.PeerError as e:
-        print(f"gitdns notify: {args.server} refused the signature: {type(e).__name__}",
-              file=sys.stderr)
-        return 1
-    except (dns.exception.DNSException, OSError) as e:
-        print(f"gitdns notify: {args.server}: {e}", file=sys.stderr)
-        return 1
-    rcode = reply.rcode()
-    if rcode != dns.rcode.NOERROR:
-        print(f"gitdns notify: {args.server} answered {dns.rcode.to_text(rcode)}", file=sys.stderr)
+    if not _exchange("notify", message, args.server, (host, port), args.timeout, tcp=False):
         return 1
     print(f"NOTIFY {origin} acknowledged by {args.server} (signed reply verified)")
     return 0
+
+
+def _exchange(command: str, message, server: str, address: tuple[str, int], timeout: float,
+              tcp: bool, failed: str = "") -> bool:
+    """Send a signed request and verify the signed answer; says on stderr what went wrong."""
+    import dns.exception
+    import dns.query
+    import dns.rcode
+    import dns.tsig
+
+    host, port = address
+    send = dns.query.tcp if tcp else dns.query.udp
+    try:
+        reply = send(message, host, port=port, timeout=timeout)
+    except dns.exception.Timeout:
+        print(f"gitdns {command}: no answer from {server} in {timeout} s", file=sys.stderr)
+        return False
+    except dns.tsig.PeerError as e:
+        print(f"gitdns {command}: {server} refused the signature: {type(e).__name__}",
+              file=sys.stderr)
+        return False
+    except (dns.exception.DNSException, OSError) as e:
+        print(f"gitdns {command}: {server}: {e}", file=sys.stderr)
+        return False
+    if reply.rcode() != dns.rcode.NOERROR:
+        print(f"gitdns {command}: {server} answered {dns.rcode.to_text(reply.rcode())}{failed}",
+              file=sys.stderr)
+        return False
+    return True
 
 
 # -- update -------------------------------------------------------------------------------------
@@ -415,22 +424,8 @@ def cmd_update(args: argparse.Namespace) -> int:
     except dns.exception.DNSException as e:
         print(f"gitdns update: bad record data: {e}", file=sys.stderr)
         return 2
-    try:
-        reply = dns.query.tcp(message, host, port=port, timeout=args.timeout)
-    except dns.exception.Timeout:
-        print(f"gitdns update: no answer from {args.server} in {args.timeout} s", file=sys.stderr)
-        return 1
-    except dns.tsig.PeerError as e:
-        print(f"gitdns update: {args.server} refused the signature: {type(e).__name__}",
-              file=sys.stderr)
-        return 1
-    except (dns.exception.DNSException, OSError) as e:
-        print(f"gitdns update: {args.server}: {e}", file=sys.stderr)
-        return 1
-    rcode = reply.rcode()
-    if rcode != dns.rcode.NOERROR:
-        print(f"gitdns update: {args.server} answered {dns.rcode.to_text(rcode)}; nothing changed",
-              file=sys.stderr)
+    if not _exchange("update", message, args.server, (host, port), args.timeout, tcp=True,
+                     failed="; nothing changed"):
         return 1
     for change in changes:
         print(("+ " if change[0] == "add" else "- ") + " ".join(str(c) for c in change[1:] if c))

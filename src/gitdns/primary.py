@@ -32,6 +32,7 @@ from gitdns.history import ZoneHistory, diffs_from_git
 from gitdns.net.client import send_notify
 from gitdns.net.server import TCP_IDLE_TIMEOUT, DnsServer, ListenAddress, bind_sockets
 from gitdns.notify import notify_message, notify_targets
+from gitdns.querylog import log_query
 from gitdns.repository import LoadReport, RepositoryState, load_repository
 from gitdns.serial import serial_gt, serial_increase
 from gitdns.store import Store
@@ -39,7 +40,6 @@ from gitdns.updater import Updater, with_serial
 from gitdns.zone import Zone
 
 log = logging.getLogger("gitdns.primary")
-qlog = logging.getLogger("gitdns.queries")
 
 
 @dataclass
@@ -104,13 +104,13 @@ class Primary:
         reply = self.fast.answer(wire, request.tcp)  # plain queries: spliced wire bytes
         if reply is not None:
             if self.config.log_queries:
-                _log_query(wire, reply, request)
+                log_query(wire, reply, request)
             return reply
         outcome = core.handle(self.view, wire, request, int(time.time()))
         if isinstance(outcome, core.Deferred):
             return self._deferred(outcome)
         if self.config.log_queries:
-            _log_query(wire, outcome, request)
+            log_query(wire, outcome, request)
         return outcome
 
     async def _deferred(self, job: core.Deferred):
@@ -421,17 +421,3 @@ class Primary:
     def stop(self) -> None:
         self._stop.set()
 
-
-def _log_query(wire: bytes, reply, request: core.Request) -> None:
-    who = request.peer[0] if request.peer else "?"
-    proto = "TCP" if request.tcp else "UDP"
-    try:
-        q = dns.message.from_wire(wire, ignore_trailing=True, keyring=lambda _m, _n: False)
-        question = f"{q.question[0].name} {dns.rdatatype.to_text(q.question[0].rdtype)}"
-    except Exception:
-        question = f"<{len(wire)} bytes, unparsable>"
-    if isinstance(reply, bytes) and len(reply) >= 4:
-        outcome = dns.rcode.to_text(reply[3] & 0xF) + (" TC" if reply[2] & 0x02 else "")
-    else:
-        outcome = "no reply"
-    qlog.info("%s %s %s -> %s", who, proto, question, outcome)

@@ -51,6 +51,7 @@ from gitdns.keys import Key, KeyStore
 from gitdns.net.client import send_notify
 from gitdns.net.server import TCP_IDLE_TIMEOUT, DnsServer, ListenAddress, bind_sockets
 from gitdns.notify import NotifyTarget, notify_message
+from gitdns.querylog import log_query
 from gitdns.serial import serial_gt
 from gitdns.store import Store, ZoneSet
 from gitdns.tsig import TsigFailure, error_reply, parse_request
@@ -71,7 +72,6 @@ except ImportError:  # pragma: no cover
     FastPath = None  # type: ignore[assignment,misc]
 
 log = logging.getLogger("gitdns.secondary")
-qlog = logging.getLogger("gitdns.queries")
 
 Address = tuple[str, int]
 Clock = Callable[[], float]
@@ -502,7 +502,7 @@ class Secondary:
         if isinstance(outcome, core.Deferred):
             return self._deferred(outcome)
         if self.config.log_queries:
-            _log_query(wire, outcome, request)
+            log_query(wire, outcome, request)
         return outcome
 
     def _unavailable_reply(self, wire: bytes, request: core.Request) -> bytes | None:
@@ -528,7 +528,7 @@ class Secondary:
             return None
         reply = core.reply(query, dns.rcode.SERVFAIL, request, aa=False)
         if self.config.log_queries:
-            _log_query(wire, reply, request, f" ({why})")
+            log_query(wire, reply, request, f" ({why})")
         return reply
 
     async def _deferred(self, job: core.Deferred):
@@ -1161,16 +1161,3 @@ def _describe(e: BaseException) -> str:
         return "connection refused"
     return str(e) or type(e).__name__
 
-
-def _log_query(wire: bytes, reply, request: core.Request, note: str = "") -> None:
-    proto = "TCP" if request.tcp else "UDP"
-    try:
-        q = dns.message.from_wire(wire, ignore_trailing=True, keyring=lambda _m, _n: False)
-        question = f"{q.question[0].name} {dns.rdatatype.to_text(q.question[0].rdtype)}"
-    except Exception:
-        question = f"<{len(wire)} bytes, unparsable>"
-    if isinstance(reply, bytes) and len(reply) >= 4:
-        outcome = dns.rcode.to_text(reply[3] & 0xF) + (" TC" if reply[2] & 0x02 else "")
-    else:
-        outcome = "no reply"
-    qlog.info("%s %s %s -> %s%s", _who(request), proto, question, outcome, note)

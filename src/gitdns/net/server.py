@@ -27,6 +27,22 @@ TCP_IDLE_TIMEOUT = 10.0  # RFC 7766 6.2.3 suggests seconds, not minutes
 TCP_MAX_PENDING = 64  # outstanding queries per connection before we stop reading
 
 
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """`127.0.0.1`, `127.0.0.1:5300`, `[::1]:5300`, `::1`, `:5300` -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else default_port
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        port = int(p)
+    else:
+        host, port = text, default_port
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range")
+    return host, port
+
+
 @dataclass(frozen=True)
 class ListenAddress:
     host: str
@@ -35,18 +51,8 @@ class ListenAddress:
     @classmethod
     def parse(cls, text: str, default_port: int = 53) -> ListenAddress:
         """`127.0.0.1:5353`, `[::1]:5353`, `::`, `0.0.0.0`, `:5353` (all addresses)."""
-        text = text.strip()
-        if text.startswith("["):
-            host, _, rest = text[1:].partition("]")
-            port = int(rest[1:]) if rest.startswith(":") else default_port
-        elif text.count(":") == 1:
-            host, _, p = text.partition(":")
-            port = int(p)
-            host = host or "0.0.0.0"
-        else:
-            host, port = text, default_port
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port {port} out of range")
+        host, port = split_host_port(text, default_port)
+        host = host or "0.0.0.0"
         socket.getaddrinfo(host, port, proto=socket.IPPROTO_UDP)  # raises on a bad address
         return cls(host, port)
 
