@@ -239,21 +239,25 @@ def render(
     request: Request,
     glue_required: bool = False,
 ) -> bytes:
-    """Wire form within the size limit: drop additional data first, then truncate (TC)."""
+    """Wire form within the size limit: drop additional data first, then truncate (TC).
+
+    Records keep the zone's order (no shuffling): the same question always gets the same bytes,
+    which is what lets the fast path cache them.
+    """
     limit = reply_size(query, request)
     try:
-        return response.to_wire(max_size=limit)
+        return response.to_wire(max_size=limit, want_shuffle=False)
     except dns.exception.TooBig:
         pass
     if not glue_required:
         response.additional = []
         try:
-            return response.to_wire(max_size=limit)
+            return response.to_wire(max_size=limit, want_shuffle=False)
         except dns.exception.TooBig:
             pass
     response.answer, response.authority, response.additional = [], [], []
     response.flags |= dns.flags.TC
-    return response.to_wire(max_size=limit)
+    return response.to_wire(max_size=limit, want_shuffle=False)
 
 
 def _error(query: dns.message.Message, rcode: int, request: Request) -> bytes:

@@ -13,6 +13,10 @@ Rules this module keeps:
   query: QR set, an opcode other than QUERY, counts other than one question (and one OPT), a
   compressed or malformed name, a class other than IN, transfers and meta types, EDNS version > 0
   or an extended rcode, an EDNS option dnspython validates (but COOKIE, NSID), trailing bytes, TSIG.
+  One caveat: dnspython shuffles the records of an RRset at every rendering (`want_shuffle`), so
+  the reference path itself is not a function of the query; a template keeps the order of the
+  rendering it was cut from (one order, as Knot and NSD answer by default). With the shuffle off
+  the bytes are equal (tests/test_fastpath.py turns it off to compare them).
 - A reply is id + template header + the question as sent + template tail. Its header differs from
   the query's by id only in RD and CD (copied), the rest (QR, AA, TC, rcode, counts) is the
   template's; the question is echoed byte for byte (0x20 case included). The tail (answer,
@@ -29,10 +33,11 @@ Rules this module keeps:
   the length of the question name, and of the longest suffix of it that is a name the reply
   writes (`_Class`; the proof is at `_Class`). So a flood of random names costs a few
   microseconds each, not a reference lookup each.
-- Bounded: at most `max_entries` templates per table; a full table drops its older half (a hit
-  does no bookkeeping). Built empty and filled on demand, so a new version of a 1.2M-record
-  zone answers at once; entries of zones that did not change are taken over from the previous
-  FastPath (`previous=`) when the set of zones is the same.
+- Bounded: at most `max_entries` entries per table (6 modes, exact and lowercased, classes); a
+  full table drops its older half (a hit does no bookkeeping). Built empty and filled on
+  demand, so a new version of a 1.2M-record zone answers at once; entries of zones that did not
+  change are taken over from the previous FastPath (`previous=`) when the set of zones is the
+  same.
 """
 
 from __future__ import annotations
@@ -54,7 +59,6 @@ DEFAULT_MAX_ENTRIES = 100_000
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # one question, nothing else
 _OPT_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # one question and the OPT record
 _OPT_START = b"\x00\x00\x29"  # OPT: the root name, type 41
-_ZERO2 = b"\x00\x00"
 _CLASS_IN = b"\x00\x01"
 _DS, _ANY, _DNAME = dns.rdatatype.DS, dns.rdatatype.ANY, dns.rdatatype.DNAME
 # The reference path answers these itself: transfers, meta types (FORMERR), MAILA/MAILB.
@@ -87,10 +91,11 @@ def _option_kind(code: int) -> int:
     return kind
 
 
-def _opt_rdata_ok(wire: bytes, e: int) -> bool:
-    """The OPT record at `e` ends the message and its options parse as dnspython parses them."""
+def _opt_ok(wire: bytes, e: int) -> bool:
+    """The OPT record at `e` ends the message, has version 0 and no extended rcode, and its
+    options parse as dnspython parses them (the common case, no options, is checked inline)."""
     n = len(wire)
-    if n < e + 11:
+    if n < e + 11 or wire[e : e + 3] != _OPT_START or wire[e + 5] or wire[e + 6]:
         return False
     p = e + 11
     if p + ((wire[e + 9] << 8) | wire[e + 10]) != n:
@@ -232,9 +237,9 @@ class FastPath:
             mode = TCP if tcp else UDP
         elif counts == _OPT_COUNTS:
             # OPT: root owner, type 41, payload, extended rcode 0, version 0, flags, no options
-            if wire[e : e + 3] != _OPT_START or wire[e + 5 : e + 7] != _ZERO2:
-                return None
-            if (n != e + 11 or wire[e + 9 : e + 11] != _ZERO2) and not _opt_rdata_ok(wire, e):
+            if not (n == e + 11 and wire[e : e + 3] == _OPT_START
+                    and not (wire[e + 5] | wire[e + 6] | wire[e + 9] | wire[e + 10])) \
+                    and not _opt_ok(wire, e):
                 return None
             mode = (TCP_EDNS if tcp else UDP_EDNS) + (wire[e + 7] >> 7)
         else:

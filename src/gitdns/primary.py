@@ -390,7 +390,9 @@ class Primary:
                 u.close()
                 t.close()
             raise
-        self.server = DnsServer(self.handle, cfg.listen, idle_timeout=cfg.tcp_idle_timeout)
+        # Without a query log, UDP asks the fast path (`self.fast`) before anything else.
+        self.server = DnsServer(self.handle, cfg.listen, idle_timeout=cfg.tcp_idle_timeout,
+                                fast=None if cfg.log_queries else self)
         await self.server.start(sockets)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)

@@ -107,14 +107,24 @@ def bind_sockets(
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, handler: Handler):
+    def __init__(self, handler: Handler, fast):
         self.handler = handler
+        self.fast = fast  # an object whose `.fast.answer(wire, tcp)` may answer first, or None
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
+        if self.fast is not None:  # the hot path: no Request built, no handler call
+            try:
+                reply = self.fast.fast.answer(data, False)
+            except Exception:
+                log.exception("error in the fast path for a UDP message from %s", addr[0])
+                reply = None
+            if reply is not None:
+                self.transport.sendto(reply, addr)
+                return
         try:
             reply = self.handler(data, Request(tcp=False, peer=addr[:2]))
         except Exception:
@@ -257,8 +267,10 @@ class DnsServer:
         addrs: list[ListenAddress],
         idle_timeout: float = TCP_IDLE_TIMEOUT,
         reuse_port: bool = False,
+        fast=None,
     ):
         self.handler = handler
+        self.fast = fast
         self.addrs = addrs
         self.idle_timeout = idle_timeout
         self.reuse_port = reuse_port
@@ -271,7 +283,7 @@ class DnsServer:
         bound = sockets if sockets is not None else bind_sockets(self.addrs, self.reuse_port)
         for addr, udp, tcp in bound:
             transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self.handler), sock=udp
+                lambda: _UdpProtocol(self.handler, self.fast), sock=udp
             )
             self._transports.append(transport)
             server = await loop.create_server(
