@@ -164,6 +164,15 @@ class Journal:
         """Entries git does not have yet, all on disk (call `drain` first)."""
         return [e for e in self.entries if e.seq > self.folded]
 
+    def keep_unmerged(self, entry: Entry) -> Path:
+        """Set aside an entry that can no longer go into git (its zone is gone), durably."""
+        path = self.path.with_name("journal.unmerged")
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(entry.to_json() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return path
+
     def mark_folded(self, seq: int) -> None:
         """Git has every entry up to `seq` (its commit is durable): remember it, trim the file."""
         tmp = self.marker.with_suffix(".tmp")

@@ -29,6 +29,7 @@ from dulwich.objects import Blob
 
 from gitdns import core, gitwrite
 from gitdns.diff import ZoneDiff, names_diff, replay, zone_diff
+from gitdns.fastload import parse_zone_fast
 from gitdns.gitrepo import GitError
 from gitdns.journal import Entry, Journal
 from gitdns.serial import serial_gt, serial_increase
@@ -36,6 +37,7 @@ from gitdns.update import apply_update
 from gitdns.zone import Zone
 from gitdns.zoneedit import ZoneEditError, edit_zone_text
 from gitdns.zonefile import ZoneLoadError, check_zone, parse_zone, render_zone
+from gitdns.zonetext import ZoneText
 
 if TYPE_CHECKING:
     from gitdns.primary import Primary
@@ -74,6 +76,7 @@ class Updater:
         self.pending: dict[dns.name.Name, Zone] = {}  # newest accepted version, maybe not durable
         self.git_zone: dict[dns.name.Name, Zone] = {}  # the version git has, while entries wait
         self.installed: dict[dns.name.Name, int] = {}  # journal number of the served version
+        self.texts: dict[dns.name.Name, tuple[bytes, ZoneText]] = {}  # blob id -> indexed text
 
     # -- UPDATE --------------------------------------------------------------------------------
 
@@ -140,7 +143,14 @@ class Updater:
         """Commit every durable journal entry (grouped by zone) to the local clone."""
         await self.journal.drain()
         async with self.primary.write_lock:
-            entries = self.journal.unfolded()
+            # Only entries whose version is served (durable and installed) can be in the version
+            # committed, and the marker means "every entry up to N is in git": so the longest
+            # run of such entries, from the oldest, and no further.
+            entries = []
+            for entry in self.journal.unfolded():
+                if entry.seq > self.installed.get(entry.origin, 0):
+                    break
+                entries.append(entry)
             if not entries:
                 return
             last = entries[-1].seq
@@ -171,13 +181,29 @@ class Updater:
             self.journal.mark_folded(last)
         self.kick()
 
+    def _indexed_text(self, origin: dns.name.Name, status) -> ZoneText:
+        """The zone file's text, indexed for edits; kept between folds (keyed by its blob)."""
+        cached = self.texts.pop(origin, None)
+        if cached is not None and cached[0] == status.source:
+            return cached[1]
+        data = self.primary.repo.read_blob(status.source)
+        return parse_zone_fast(data, origin, status.filename)[2]
+
     def _commit_group(self, origin: dns.name.Name, group: list[Entry], before: Zone,
                       after: Zone, diff: ZoneDiff) -> bytes:
-        """In a worker thread: the zone file edited from `before` to `after`, committed."""
+        """In a worker thread: the zone file edited from `before` to `after`, committed.
+
+        The text is edited through its index (zonetext.py) in time proportional to the change;
+        where that is impossible the zone is written out whole, with a warning."""
         repo = self.primary.repo
         status = self.primary.state.status[origin]
-        text = repo.read_blob(status.source).decode("utf-8")
-        new_text = edit_text(text, before, after, diff, status.filename)
+        try:
+            indexed: ZoneText | None = self._indexed_text(origin, status)
+            indexed.apply(diff)
+            new_text = indexed.text()
+        except (ZoneEditError, ZoneLoadError) as e:
+            log.warning("%s: %s; writing the zone file out whole", status.filename, e)
+            indexed, new_text = None, render_zone(after)
         data = new_text.encode("utf-8")
         if len(group) == 1:
             message, author = group[0].message, group[0].author.encode()
@@ -187,7 +213,10 @@ class Updater:
             authors = {e.author for e in group}
             author = authors.pop().encode() if len(authors) == 1 else self.committer
         gitwrite.commit_files(repo, {status.filename: data}, message, author, self.committer)
-        return Blob.from_string(data).id
+        blob = Blob.from_string(data).id
+        if indexed is not None:
+            self.texts[origin] = (blob, indexed)
+        return blob
 
     async def recover(self) -> None:
         """At start: replay journal entries git does not have yet, then fold them."""
@@ -196,11 +225,13 @@ class Updater:
             return
         log.warning("replaying %d journal entries that git does not have yet", len(entries))
         for entry in entries:
+            self.installed[entry.origin] = entry.seq  # what the fold may take from here on
             zone = self.primary.store.zones.get(entry.origin)
             if zone is None:
+                kept = self.journal.keep_unmerged(entry)
                 log.error("journal entry %d: zone %s is not served any more; its update (%s) "
-                          "is kept in %s", entry.seq, entry.origin, entry.message,
-                          self.journal.path)
+                          "is kept in %s for the operator", entry.seq, entry.origin,
+                          entry.message, kept)
                 continue
             soa = (zone.origin, zone.soa.ttl, zone.soa[0])
             changed = replay(zone, ZoneDiff(soa, soa, entry.deleted, entry.added))

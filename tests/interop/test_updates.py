@@ -427,3 +427,54 @@ def test_updates_over_a_git_protocol_remote(tmp_path):
     finally:
         daemon.terminate()
         daemon.wait(10)
+
+
+def test_kill_9_in_the_middle_of_a_burst_of_concurrent_updates(tmp_path):
+    """Eight clients updating at once; SIGKILL after 100 acknowledgements; every acknowledged
+    update is in git after the restart (the journal, its fold and its replay at start)."""
+    import asyncio
+
+    keyring = dns.tsigkeyring.from_text({KEYNAME: SECRET})
+    bare = make_bare(tmp_path)
+    port = free_port()
+    peer = start_gitdns(bare, port, tmp_path / "data", zones=["example.test"])
+    acked: list[str] = []
+
+    async def client(c: int):
+        for i in range(10_000):
+            u = dns.update.UpdateMessage("example.test", keyring=keyring, keyname=KEYNAME)
+            name = f"b{c}x{i}"
+            u.add(name, 300, "A", "192.0.2.1")
+            try:
+                reply = await asyncio.to_thread(dns.query.tcp, u, "127.0.0.1", port=port,
+                                                timeout=5)
+            except (OSError, EOFError, dns.exception.DNSException):
+                return
+            if reply.rcode() == dns.rcode.NOERROR:
+                acked.append(name)
+
+    async def burst():
+        tasks = [asyncio.ensure_future(client(c)) for c in range(8)]
+        deadline = time.monotonic() + 60
+        while len(acked) < 100 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        os.kill(peer.proc.pid, signal.SIGKILL)
+        await asyncio.gather(*tasks)
+
+    try:
+        asyncio.run(burst())
+    finally:
+        peer.stop()
+    assert len(acked) >= 100
+    peer = start_gitdns(bare, port, tmp_path / "data", zones=["example.test"])
+    try:
+        def all_in_git():
+            owners = {line.split()[0] for line in remote_file(bare).splitlines()
+                      if line[:1] == "b"}
+            return not [n for n in acked if n not in owners]
+
+        wait_for(all_in_git, timeout=60, what="every acknowledged update in git")
+        for name in acked[:5] + acked[-5:]:
+            assert ask(port, f"{name}.example.test").answer
+    finally:
+        peer.stop()
