@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 import dns.exception
 import dns.name
 
+from gitdns.fastload import parse_zone_fast
 from gitdns.keys import Key, KeyStore, load_key_file
 from gitdns.store import ZoneSet
 from gitdns.zone import Zone
-from gitdns.zonefile import ZoneLoadError, parse_zone, zone_name_from_filename
+from gitdns.zonefile import ZoneLoadError, zone_name_from_filename
 
 log = logging.getLogger("gitdns.zones")
 
@@ -170,7 +171,7 @@ def _load_one(
 ) -> ZoneStatus:
     started = time.monotonic()
     try:
-        zone, warnings = parse_zone(read(source), origin, filename)
+        zone, warnings, _text = parse_zone_fast(read(source), origin, filename)
     except ZoneLoadError as e:
         errors = [str(err) for err in e.errors]
         for line in errors:

@@ -221,8 +221,10 @@ class Zone:
 def _up_to(name: dns.name.Name, origin: dns.name.Name) -> Iterator[dns.name.Name]:
     """`name` and its ancestors down to (and including) `origin`."""
     labels = name.labels
-    for i in range(len(labels) - len(origin.labels) + 1):
+    last = len(labels) - len(origin.labels)
+    for i in range(last):
         yield dns.name.Name(labels[i:]) if i else name
+    yield origin  # the shared object, not a new one per name (it is every name's last step)
 
 
 def _records(node: Node | None) -> int:
