@@ -45,6 +45,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("gitdns.update")
 PUSH_RETRY_FIRST = 1.0
 PUSH_RETRY_MAX = 60.0
+# Pushes carry no durability (the journal does), and each one makes dulwich walk the history:
+# during a burst of updates one push a second carries every commit made in between.
+PUSH_MIN_INTERVAL = 1.0
+# Likewise a fold: each commit compresses the whole zone file into a new blob, so during a burst
+# one fold every half second takes every update answered in between (one commit listing each).
+FOLD_MIN_INTERVAL = 0.5
 
 
 def default_committer() -> bytes:
@@ -133,6 +139,7 @@ class Updater:
             self._fold_wanted.clear()
             try:
                 await self.fold()
+                await asyncio.sleep(FOLD_MIN_INTERVAL)
             except Exception:
                 log.exception("folding the journal into git failed; the journal keeps the "
                               "updates and the fold is retried")
@@ -311,6 +318,7 @@ class Updater:
                 if result.ok:
                     delay = PUSH_RETRY_FIRST
                     log.info("pushed %d commit(s) to the remote", len(ahead))
+                    await asyncio.sleep(PUSH_MIN_INTERVAL)
                     continue  # updates committed meanwhile go next
                 if result.status == "rejected":
                     log.warning("the remote moved on: replaying %d local commit(s) on it",
