@@ -26,7 +26,7 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
-from gitdns import core, transfer
+from gitdns import core
 from gitdns.fastpath import FastPath
 from gitdns.gitrepo import GitError, GitRepo
 from gitdns.history import ZoneHistory, diffs_from_git
@@ -38,6 +38,7 @@ from gitdns.repository import LoadReport, RepositoryState, load_repository
 from gitdns.serial import serial_gt, serial_increase
 from gitdns.store import Store
 from gitdns.updater import Updater, with_serial
+from gitdns.xfrout import serve_transfer
 from gitdns.zone import Zone
 
 log = logging.getLogger("gitdns.primary")
@@ -129,40 +130,13 @@ class Primary:
             await self.pull()
             return core.reply(job.query, dns.rcode.NOERROR, job.request)
         if job.kind == "transfer":
-            return await self._transfer(job, peer, keyname)
+            return await serve_transfer(job, self.history, self._diffs_from_git)
         if job.kind == "watch":
             self._watch(job)
             return job.reply
         if job.kind == "update":
             return await self.updater.update(job)
         return None
-
-    async def _transfer(self, job: core.Deferred, peer: str, keyname) -> list[bytes] | bytes:
-        zone = job.zone
-        assert zone is not None
-        qtype = job.query.question[0].rdtype
-        started = time.monotonic()
-        if qtype == dns.rdatatype.AXFR:
-            messages = await asyncio.to_thread(
-                lambda: list(transfer.axfr_messages(zone, job.query, now=time.time()))
-            )
-            kind = "AXFR"
-        else:
-            try:
-                serial = transfer.client_serial(job.query)
-            except ValueError as e:
-                log.info("IXFR for %s from %s: %s", zone.origin, peer, e)
-                return core.reply(job.query, dns.rcode.FORMERR, job.request, aa=False)
-            diffs = self.history.diffs_since(zone.origin, serial, zone.serial)
-            if diffs is None and serial != zone.serial and self.repo:
-                diffs = await asyncio.to_thread(self._diffs_from_git, zone, serial)
-            messages = await asyncio.to_thread(lambda: list(transfer.ixfr_messages(
-                zone, diffs, job.query, tcp=job.request.tcp,
-                udp_size=core.reply_size(job.query, job.request), now=time.time())))
-            kind = f"IXFR from {serial} ({'incremental' if diffs else 'full or current'})"
-        log.info("%s of %s serial %d to %s (%s): %d messages, %.0f ms", kind, zone.origin,
-                 zone.serial, peer, keyname, len(messages), (time.monotonic() - started) * 1000)
-        return messages
 
     def _diffs_from_git(self, zone, serial: int):
         status = self.state.status.get(zone.origin)

@@ -45,7 +45,7 @@ import dns.rdatatype
 import dns.rrset
 import dns.zone
 
-from gitdns import core, transfer
+from gitdns import core
 from gitdns.history import ZoneHistory
 from gitdns.keys import Key, KeyStore
 from gitdns.net.client import send_notify
@@ -63,6 +63,7 @@ from gitdns.xfrin import (
     primary_soa,
     soa_query,
 )
+from gitdns.xfrout import serve_transfer
 from gitdns.zone import Zone
 from gitdns.zonefile import render_zone
 
@@ -545,30 +546,7 @@ class Secondary:
 
     async def _transfer_out(self, job: core.Deferred) -> list[bytes] | bytes:
         """AXFR/IXFR to a downstream secondary (chaining), IXFR from what we transferred in."""
-        zone = job.zone
-        assert zone is not None
-        peer = job.request.peer[0] if job.request.peer else "?"
-        keyname = job.key.name if job.key else "no key"
-        started = time.monotonic()
-        if job.query.question[0].rdtype == dns.rdatatype.AXFR:
-            messages = await asyncio.to_thread(
-                lambda: list(transfer.axfr_messages(zone, job.query, now=time.time())))
-            kind = "AXFR"
-        else:
-            try:
-                serial = transfer.client_serial(job.query)
-            except ValueError as e:
-                log.info("IXFR for %s from %s: %s", zone.origin, peer, e)
-                return core.reply(job.query, dns.rcode.FORMERR, job.request, aa=False)
-            assert serial is not None
-            diffs = self.history.diffs_since(zone.origin, serial, zone.serial)
-            messages = await asyncio.to_thread(lambda: list(transfer.ixfr_messages(
-                zone, diffs, job.query, tcp=job.request.tcp,
-                udp_size=core.reply_size(job.query, job.request), now=time.time())))
-            kind = f"IXFR from {serial} ({'incremental' if diffs else 'full or current'})"
-        log.info("%s of %s serial %d to %s (%s): %d messages, %.0f ms", kind, zone.origin,
-                 zone.serial, peer, keyname, len(messages), (time.monotonic() - started) * 1000)
-        return messages
+        return await serve_transfer(job, self.history)
 
     # -- NOTIFY and UPDATE in --------------------------------------------------------------
 
