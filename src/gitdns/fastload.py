@@ -206,23 +206,14 @@ def _txt_strings(line: str, i: int) -> tuple[list[bytes], str | None] | None:
     return strings, comment
 
 
-class _FallbackSink:
-    """What `dns.zonefile.Reader` needs of a transaction, passing records to the loader."""
+class _FallbackSink(zonefile.ReaderSink):
+    """The transaction dnspython's Reader writes to, passing records to the loader."""
 
     def __init__(self, loader: _Loader):
-        self.manager = zonefile._Manager(loader.origin)
+        super().__init__(loader.origin)
         self.loader = loader
         self.line = 0  # set by _Reader at each statement
         self.generating = False
-
-    def check_put_rdataset(self, _check) -> None:
-        """The loader's checks run after reading."""
-
-    def _set_origin(self, _origin) -> None:
-        """`$ORIGIN` moves relative names only."""
-
-    def add_unicode(self, _value) -> None:
-        """`$UNICODE` changes nothing we store."""
 
     def add(self, name: dns.name.Name, ttl: int, rdata: dns.rdata.Rdata) -> None:
         self.loader.add_fallback(name, ttl, rdata, self.line, self.generating)

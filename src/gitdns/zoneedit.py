@@ -25,7 +25,7 @@ import dns.zonefile
 
 from gitdns.diff import Record, ZoneDiff, apply_diff
 from gitdns.zone import Zone
-from gitdns.zonefile import ZoneLoadError, parse_zone
+from gitdns.zonefile import ReaderSink, ZoneLoadError, parse_zone
 
 _SOA = dns.rdatatype.SOA
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what ends a line for dnspython's tokenizer
@@ -83,28 +83,12 @@ class _Fields:
         return sorted(out, key=lambda kt: kt[1].start)
 
 
-class _Sink:
+class _Sink(ReaderSink):
     """What `dns.zonefile.Reader` needs of a transaction: here, a list for the current entry."""
 
     def __init__(self, origin: dns.name.Name):
-        self.manager = self
-        self._origin = origin
+        super().__init__(origin)
         self.records: list[Record] | None = None
-
-    def origin_information(self) -> tuple[dns.name.Name, bool, dns.name.Name]:
-        return (self._origin, False, self._origin)
-
-    def get_class(self) -> dns.rdataclass.RdataClass:
-        return dns.rdataclass.IN
-
-    def check_put_rdataset(self, _check) -> None:
-        """The loader makes the checks; here we only read."""
-
-    def _set_origin(self, _origin) -> None:
-        """`$ORIGIN` moves relative names only; the Reader tracks it."""
-
-    def add_unicode(self, _value) -> None:
-        """`$UNICODE` changes nothing we record."""
 
     def add(self, name: dns.name.Name, ttl: int, rdata: dns.rdata.Rdata) -> None:
         if self.records is not None:

@@ -59,28 +59,39 @@ class ZoneLoadError(Exception):
         self.errors = errors
 
 
-class _Manager:
-    """What `dns.zonefile.Reader` asks of a transaction's manager."""
+class ReaderSink:
+    """What `dns.zonefile.Reader` asks of a transaction (and of its manager), and no more:
+    subclasses say what `add(name, ttl, rdata)` keeps. dnspython's own transactions check
+    CNAME-and-other-data without a line number and look nodes up in linear time."""
 
     def __init__(self, origin: dns.name.Name):
-        self.origin = origin
+        self.manager = self
+        self._origin = origin
 
     def origin_information(self) -> tuple[dns.name.Name, bool, dns.name.Name]:
-        return (self.origin, False, self.origin)
+        return (self._origin, False, self._origin)
 
     def get_class(self) -> dns.rdataclass.RdataClass:
         return dns.rdataclass.IN
 
+    def check_put_rdataset(self, _check) -> None:
+        """The checks are made after reading, where lines are known."""
 
-class _RecordSink:
-    """Duck-typed stand-in for a dnspython transaction: collects RRsets and the line of each.
+    def _set_origin(self, _origin) -> None:
+        """The zone's origin is fixed by its file name; `$ORIGIN` only moves relative names."""
 
-    dnspython's own transactions check CNAME-and-other-data without a line number and look
-    nodes up in linear time; this sink does neither, the checks below do them with lines.
-    """
+    def add_unicode(self, _value) -> None:
+        """`$UNICODE` changes nothing that is kept."""
+
+    def add(self, name: dns.name.Name, ttl: int, rdata) -> None:
+        raise NotImplementedError
+
+
+class _RecordSink(ReaderSink):
+    """Collects RRsets and the line of each; the checks below use them."""
 
     def __init__(self, origin: dns.name.Name):
-        self.manager = _Manager(origin)
+        super().__init__(origin)
         self.line = 0  # where the record being read starts; set by _LineReader
         self.rrsets: dict[tuple[dns.name.Name, int, int], dns.rrset.RRset] = {}
         self.lines: dict[tuple[dns.name.Name, int, int], int] = {}
@@ -88,16 +99,6 @@ class _RecordSink:
         self.singleton_dupes: list[tuple[dns.name.Name, int, int]] = []
         self.out_of_zone: list[tuple[dns.name.Name, int, object]] = []
         self.ttl_conflicts: list[tuple[dns.name.Name, int, int]] = []
-        self._origin = origin
-
-    def check_put_rdataset(self, _check) -> None:
-        """Checks are made after reading, where lines are known."""
-
-    def _set_origin(self, _origin) -> None:
-        """The zone's origin is fixed by its file name; `$ORIGIN` only moves relative names."""
-
-    def add_unicode(self, _value) -> None:
-        """`$UNICODE` is accepted and has no effect on stored names."""
 
     def add(self, name: dns.name.Name, ttl: int, rdata) -> None:
         line = self.line

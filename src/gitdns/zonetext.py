@@ -56,6 +56,7 @@ from gitdns.zoneedit import (
     _scan,
     _width,
 )
+from gitdns.zonefile import ReaderSink
 
 NameKey = tuple[bytes, ...]  # a name's lower-cased labels: a cheap dict key (Names hash slowly)
 RRsetKey = tuple[NameKey, int, int]  # owner, type, covered type
@@ -145,28 +146,12 @@ class _Where:
         self.owner_explicit = owner_explicit
 
 
-class _Sink:
+class _Sink(ReaderSink):
     """The transaction dnspython's Reader writes to: the records of what it just read."""
 
     def __init__(self, origin: dns.name.Name):
-        self.manager = self
-        self._origin = origin
+        super().__init__(origin)
         self.records: list[Record] = []
-
-    def origin_information(self) -> tuple[dns.name.Name, bool, dns.name.Name]:
-        return (self._origin, False, self._origin)
-
-    def get_class(self) -> dns.rdataclass.RdataClass:
-        return dns.rdataclass.IN
-
-    def check_put_rdataset(self, _check) -> None:
-        """Reading back makes no checks."""
-
-    def _set_origin(self, _origin) -> None:
-        """`$ORIGIN` moves relative names; the Reader tracks it."""
-
-    def add_unicode(self, _value) -> None:
-        """`$UNICODE` changes nothing recorded."""
 
     def add(self, name: dns.name.Name, ttl: int, rdata: dns.rdata.Rdata) -> None:
         self.records.append((name, ttl, rdata))
