@@ -103,7 +103,10 @@ class Primary:
     # -- answering -------------------------------------------------------------------------
 
     def handle(self, wire: bytes, request: core.Request):
-        reply = self.fast.answer(wire, request.tcp)  # plain queries: spliced wire bytes
+        # Plain queries: spliced wire bytes. Over UDP without a query log the listener has
+        # asked the fast path already, so it is not asked twice.
+        reply = (self.fast.answer(wire, request.tcp)
+                 if request.tcp or self.config.log_queries else None)
         if reply is not None:
             if self.config.log_queries:
                 log_query(wire, reply, request)
