@@ -58,6 +58,11 @@ def soa_record(zone: Zone) -> Record:
 
 def zone_diff(old: Zone, new: Zone) -> ZoneDiff:
     """The difference that turns `old` into `new`."""
+    changed_names = getattr(new, "changed_names", None)
+    if changed_names is not None and type(old) is type(new):
+        # Compact zones (compactzone.py) tell the changed names from their bytes, without
+        # making a million records into objects.
+        return names_diff(old, new, changed_names(old))
     before = set(records(old))
     after = set(records(new))
     return ZoneDiff(
