@@ -5,6 +5,16 @@
                                           at a fixed load, p99 latency at half the maximum rate
     python bench/run.py bigzone           a 1.2M-record zone: start to first answer, memory, AXFR
     python bench/run.py micro             in-process cost of one answer (fast path, reference)
+    python bench/run.py reload [--sizes 10k,1.2M] [--reload-rate 10000]
+                                          queries lost while the zone is reloaded under a fixed
+                                          load, and the reload time (request to new serial)
+    python bench/run.py latency           max UDP q/s, then p50/p99/p99.9 at half that rate
+                                          (dnsperf -Q and -v)
+    python bench/run.py workers [--workers 1,2] [--server-cpus LIST]
+                                          UDP q/s with N workers (gitdns serve --workers N,
+                                          named -n N, Knot udp-workers N); dnsperf on one CPU,
+                                          the servers on the others; gitdns is skipped with a
+                                          message while `serve` lacks --workers
 
 Everything is generated here, deterministically (bench/workload.py), in a temporary directory:
 the 10k-host zone, a git repository of it for `gitdns serve`, the query file, and each server's
@@ -30,6 +40,7 @@ import platform
 import re
 import shlex
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -47,7 +58,9 @@ if _VENV_PYTHON.exists() and Path(sys.prefix).resolve() != (ROOT / ".venv").reso
     os.execv(str(_VENV_PYTHON), [str(_VENV_PYTHON), __file__, *sys.argv[1:]])  # its dnspython
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
+import dns.exception  # noqa: E402
 import dns.message  # noqa: E402
+import dns.query  # noqa: E402
 import dns.rdatatype  # noqa: E402
 
 from bench import workload  # noqa: E402
@@ -79,14 +92,25 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # --------------------------------------------------------------------------- servers
 
 
-def _spawn(name: str, argv: list[str], log: Path, port: int, env=None) -> Peer:
+def _spawn(name: str, argv: list[str], log: Path, port: int, env=None,
+           cpus: str | None = None) -> Peer:
     log_file = open(log, "wb")  # noqa: SIM115 - closed by Peer.stop
-    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, *argv], stdin=subprocess.DEVNULL,
-                            stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(["taskset", "-c", cpus or SERVER_CPU, *argv],
+                            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                            env=env)
     return Peer(name=name, proc=proc, port=port, log_path=log, _log_file=log_file)
 
 
-def start_gitdns(wd: Path, origin: str, zone_file: Path, port: int, xfr: bool) -> Peer:
+def gitdns_has_workers() -> bool:
+    """Whether `gitdns serve` takes --workers (being added while this bench was written)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    out = subprocess.run([sys.executable, "-m", "gitdns", "serve", "--help"], env=env,
+                         capture_output=True, text=True, timeout=60).stdout
+    return "--workers" in out
+
+
+def start_gitdns(wd: Path, origin: str, zone_file: Path, port: int, xfr: bool,
+                 workers: int | None = None, cpus: str | None = None) -> Peer:
     repo = wd / "repo"
     if not repo.exists():
         make_git_repo(repo, {origin: zone_file.read_bytes()})
@@ -95,31 +119,37 @@ def start_gitdns(wd: Path, origin: str, zone_file: Path, port: int, xfr: bool) -
             "--log-level", "warning"]
     if xfr:
         argv.append("--axfr-unauthenticated")
+    if workers is not None:
+        argv += ["--workers", str(workers)]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    return _spawn("gitdns", argv, wd / "gitdns.log", port, env)
+    return _spawn("gitdns", argv, wd / "gitdns.log", port, env, cpus)
 
 
-def start_gitdns_fast(wd: Path, origin: str, zone_file: Path, port: int, xfr: bool) -> Peer:
+def start_gitdns_fast(wd: Path, origin: str, zone_file: Path, port: int, xfr: bool,
+                      workers: int | None = None, cpus: str | None = None) -> Peer:
     argv = [sys.executable, "-m", "bench.fastserve", str(zone_file), origin, "--listen",
             f"127.0.0.1:{port}"] + (["--axfr-unauthenticated"] if xfr else [])
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
-    return _spawn("gitdns-fast", argv, wd / "fastserve.log", port, env)
+    return _spawn("gitdns-fast", argv, wd / "fastserve.log", port, env, cpus)
 
 
-def start_bind(wd: Path, origin: str, zone_file: Path, port: int, xfr: bool) -> Peer:
+def start_bind(wd: Path, origin: str, zone_file: Path, port: int, xfr: bool,
+               workers: int | None = None, cpus: str | None = None) -> Peer:
     conf = wd / "named.conf"
     conf.write_text(named_conf(wd, {origin: zone_file}, port,
                                "allow-transfer { 127.0.0.1; };" if xfr else ""))
-    return _spawn("bind", [NAMED, "-g", "-n", "1", "-c", str(conf)], wd / "named.log", port)
+    return _spawn("bind", [NAMED, "-g", "-n", str(workers or 1), "-c", str(conf)],
+                  wd / "named.log", port, cpus=cpus)
 
 
-def start_knot(wd: Path, origin: str, zone_file: Path, port: int, xfr: bool) -> Peer:
+def start_knot(wd: Path, origin: str, zone_file: Path, port: int, xfr: bool,
+               workers: int | None = None, cpus: str | None = None) -> Peer:
     (wd / "db").mkdir(exist_ok=True)
     conf = wd / "knot.conf"
     conf.write_text(f"""server:
   listen: 127.0.0.1@{port}
   rundir: "{wd}"
-  udp-workers: 1
+  udp-workers: {workers or 1}
   tcp-workers: 1
   background-workers: 1
 log:
@@ -142,10 +172,11 @@ zone:
     file: "{zone_file}"
     acl: local_transfer
 """)
-    return _spawn("knot", [KNOTD, "-c", str(conf)], wd / "knot.log", port)
+    return _spawn("knot", [KNOTD, "-c", str(conf)], wd / "knot.log", port, cpus=cpus)
 
 
-def start_nsd(wd: Path, origin: str, zone_file: Path, port: int, xfr: bool) -> Peer:
+def start_nsd(wd: Path, origin: str, zone_file: Path, port: int, xfr: bool,
+              workers: int | None = None, cpus: str | None = None) -> Peer:
     conf = wd / "nsd.conf"
     conf.write_text(f"""server:
   port: {port}
@@ -156,7 +187,7 @@ def start_nsd(wd: Path, origin: str, zone_file: Path, port: int, xfr: bool) -> P
   database: ""
   xfrdfile: "{wd}/xfrd.state"
   zonelistfile: "{wd}/zone.list"
-  server-count: 1
+  server-count: {workers or 1}
   rrl-ratelimit: 0
   verbosity: 1
 remote-control:
@@ -166,7 +197,7 @@ zone:
   zonefile: "{zone_file}"
   provide-xfr: 127.0.0.1 NOKEY
 """)
-    return _spawn("nsd", [NSD, "-d", "-c", str(conf)], wd / "nsd.log", port)
+    return _spawn("nsd", [NSD, "-d", "-c", str(conf)], wd / "nsd.log", port, cpus=cpus)
 
 
 STARTERS: dict[str, Callable[..., Peer]] = {
@@ -176,12 +207,15 @@ STARTERS: dict[str, Callable[..., Peer]] = {
 
 
 def start(name: str, wd: Path, origin: str, zone_file: Path, xfr: bool = False,
-          timeout: float = 120.0) -> tuple[Peer, float]:
-    """Start a server and wait for its SOA over UDP and TCP; (peer, seconds to first answer)."""
+          timeout: float = 120.0, workers: int | None = None,
+          cpus: str | None = None) -> tuple[Peer, float]:
+    """Start a server and wait for its SOA over UDP and TCP; (peer, seconds to first answer).
+
+    `timeout` bounds the wait (polled, not slept: a big zone may take minutes to load)."""
     wd.mkdir(parents=True, exist_ok=True)
     port = free_port()
     started = time.monotonic()
-    peer = STARTERS[name](wd, origin, zone_file, port, xfr)
+    peer = STARTERS[name](wd, origin, zone_file, port, xfr, workers=workers, cpus=cpus)
     try:
         first = _first_answer(peer, origin, timeout)
         wait_ready(peer, [origin], timeout=timeout)
@@ -258,15 +292,19 @@ class Perf:
     sent: int = 0
     completed: int = 0
     lost: int = 0
+    interrupted: int = 0  # in flight when dnsperf was stopped by SIGINT (not lost)
+    p50_ms: float | None = None
     p99_ms: float | None = None
+    p999_ms: float | None = None
     cpu_us: float | None = None  # server CPU per completed query
+    intervals: list[float] = field(default_factory=list)  # q/s each second (dnsperf -S 1)
 
 
-def dnsperf(port: int, query_file: Path, seconds: float, tcp: bool = False,
-            rate: float | None = None, latencies: bool = False, runs: int | None = None,
-            pid: int | None = None) -> Perf:
-    argv = ["taskset", "-c", CLIENT_CPU, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d",
-            str(query_file), "-c", "16", "-q", "100", "-T", "1", "-t", "2"]
+def dnsperf_argv(port: int, query_file: Path, seconds: float, tcp: bool = False,
+                 rate: float | None = None, latencies: bool = False, runs: int | None = None,
+                 stats: bool = False, cpu: str | None = None) -> list[str]:
+    argv = ["taskset", "-c", cpu or CLIENT_CPU, "dnsperf", "-s", "127.0.0.1", "-p", str(port),
+            "-d", str(query_file), "-c", "16", "-q", "100", "-T", "1", "-t", "2"]
     argv += ["-n", str(runs)] if runs else ["-l", str(seconds)]
     if tcp:
         argv += ["-m", "tcp"]
@@ -274,13 +312,15 @@ def dnsperf(port: int, query_file: Path, seconds: float, tcp: bool = False,
         argv += ["-Q", str(int(rate))]
     if latencies:
         argv.append("-v")
-    cpu_before = cpu_seconds(pid) if pid else 0.0
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120).stdout
+    if stats:
+        argv += ["-S", "1"]
+    return argv
+
+
+def parse_dnsperf(out: str, argv: list[str], latencies: bool = False) -> Perf:
     perf = Perf()
-    if pid:
-        perf.cpu_us = (cpu_seconds(pid) - cpu_before) * 1e6
     for key, attr in (("Queries sent", "sent"), ("Queries completed", "completed"),
-                      ("Queries lost", "lost")):
+                      ("Queries lost", "lost"), ("Queries interrupted", "interrupted")):
         m = re.search(rf"{key}:\s+(\d+)", out)
         if m:
             setattr(perf, attr, int(m.group(1)))
@@ -288,14 +328,29 @@ def dnsperf(port: int, query_file: Path, seconds: float, tcp: bool = False,
     if m is None:
         raise RuntimeError(f"dnsperf gave no result: {shlex.join(argv)}\n{out[-2000:]}")
     perf.qps = float(m.group(1))
-    if perf.cpu_us is not None:
-        perf.cpu_us = perf.cpu_us / perf.completed if perf.completed else None
+    perf.intervals = [float(v) for v in re.findall(r"^\d+\.\d+: ([\d.]+)$", out, re.MULTILINE)]
     if latencies:
         values = sorted(float(line.rsplit(None, 1)[1]) for line in out.splitlines()
                         if line.startswith("> ") and line.count(" ") >= 4
                         and line.rsplit(None, 1)[1][:1].isdigit())
         if values:
-            perf.p99_ms = values[min(len(values) - 1, int(len(values) * 0.99))] * 1000
+            def pct(q: float) -> float:
+                return values[min(len(values) - 1, int(len(values) * q))] * 1000
+
+            perf.p50_ms, perf.p99_ms, perf.p999_ms = pct(0.5), pct(0.99), pct(0.999)
+    return perf
+
+
+def dnsperf(port: int, query_file: Path, seconds: float, tcp: bool = False,
+            rate: float | None = None, latencies: bool = False, runs: int | None = None,
+            pid: int | None = None, cpu: str | None = None) -> Perf:
+    argv = dnsperf_argv(port, query_file, seconds, tcp, rate, latencies, runs, cpu=cpu)
+    cpu_before = cpu_seconds(pid) if pid else 0.0
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120).stdout
+    cpu_used = cpu_seconds(pid) - cpu_before if pid else None
+    perf = parse_dnsperf(out, argv, latencies)
+    if cpu_used is not None and perf.completed:
+        perf.cpu_us = cpu_used * 1e6 / perf.completed
     return perf
 
 
@@ -562,19 +617,371 @@ def run_bigzone(args) -> list[str]:
     return lines
 
 
+# --------------------------------------------------------------------------- shared
+
+
+def parse_size(text: str) -> int:
+    """`10k`, `200k`, `1.2M` or `50000` -> a number."""
+    text = text.strip()
+    scale = {"k": 1_000, "K": 1_000, "m": 1_000_000, "M": 1_000_000}.get(text[-1:], 1)
+    return int(float(text[:-1] if scale > 1 else text) * scale)
+
+
+@dataclass
+class ZoneCase:
+    """A zone of a run: its label, origin, master file, query file, records."""
+
+    label: str
+    origin: str
+    zone_file: Path
+    query_file: Path
+    records: int
+
+
+def make_zone_case(wd: Path, size: str, hosts: int, queries: int) -> ZoneCase:
+    """`10k`: the query benchmark's zone of `hosts` hosts and its query mix; any other size:
+    the big zone of bench/workload.big_zone_lines with that many records and its mix."""
+    wd.mkdir(parents=True, exist_ok=True)
+    if size == "10k":
+        zone_file = wd / workload.ORIGIN
+        text = workload.zone_text(hosts)
+        zone_file.write_text(text)
+        records = sum(1 for line in text.splitlines() if line and line[0] not in "$;")
+        qfile = wd / "queries.txt"
+        qfile.write_text(workload.query_file_text(workload.queries(queries, hosts)))
+        return ZoneCase(f"{hosts} hosts ({records} records)", workload.ORIGIN, zone_file, qfile,
+                        records)
+    wanted = parse_size(size)
+    zone_file = wd / workload.BIG_ORIGIN
+    records = workload.write_big_zone(zone_file, wanted)
+    qfile = wd / "queries.txt"
+    qfile.write_text(workload.query_file_text(workload.big_queries(queries, records)))
+    return ZoneCase(f"{records} records", workload.BIG_ORIGIN, zone_file, qfile, records)
+
+
+def soa_serial(port: int, origin: str, timeout: float = 0.2) -> int | None:
+    """The SOA serial `port` answers for `origin` over UDP (None: no answer in time)."""
+    query = dns.message.make_query(origin, dns.rdatatype.SOA, use_edns=False)
+    try:
+        reply = dns.query.udp(query, "127.0.0.1", port=port, timeout=timeout)
+    except (OSError, dns.exception.DNSException):
+        return None
+    for rrset in reply.answer:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return rrset[0].serial
+    return None
+
+
+def wait_serial(port: int, origin: str, serial: int, timeout: float) -> float | None:
+    """Poll (every 10 ms, bounded by `timeout`) until `serial` is answered; when, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if soa_serial(port, origin) == serial:
+            return time.monotonic()
+        time.sleep(0.01)
+    return None
+
+
+def dnsperf_during(port: int, query_file: Path, rate: float, action: Callable[[], object],
+                   lead: float, tail: float, longest: float, out_dir: Path) -> tuple[Perf, object]:
+    """dnsperf at `rate` q/s with a report every second; `lead` seconds in, `action()` runs;
+    `tail` seconds after it returned (longer than dnsperf's 2 s query timeout, so every query
+    sent before has been answered or lost), dnsperf is stopped with SIGINT (the queries still
+    in flight then are counted as interrupted, not lost). (dnsperf's figures, what action
+    returned)."""
+    argv = dnsperf_argv(port, query_file, lead + longest + tail + 30, rate=rate, stats=True)
+    out_path = out_dir / "dnsperf.out"  # a file, not a pipe: a lossy run prints a line a loss
+    with out_path.open("w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            time.sleep(lead)
+            result = action()
+            time.sleep(tail)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return parse_dnsperf(out_path.read_text(errors="replace"), argv), result
+
+
+# --------------------------------------------------------------------------- reload
+
+
+RELOAD_SERVERS = ("gitdns", "bind", "knot", "nsd")
+RELOAD_HOW = {
+    "gitdns": "a commit to its git remote, then SIGHUP (gitdns pulls and swaps the new version)",
+    "bind": "the zone file rewritten, then SIGHUP (named reloads changed zones)",
+    "knot": "the zone file rewritten, then `knotc zone-reload`",
+    "nsd": "the zone file rewritten, then SIGHUP (nsd reloads changed zone files)",
+}
+KNOTC = "/usr/sbin/knotc"
+BASE_SERIAL = 2024010101  # bench/workload.py's SOA
+
+
+def zone_with_serial(data: bytes, serial: int) -> bytes:
+    """The master file with its SOA serial replaced and one A record added (a real change)."""
+    head, rest = data[:400], data[400:]
+    if str(BASE_SERIAL).encode() not in head:
+        raise RuntimeError("the zone's SOA serial is not where bench/workload.py puts it")
+    head = head.replace(str(BASE_SERIAL).encode(), str(serial).encode(), 1)
+    return head + rest + f"reload{serial} A 192.0.2.77\n".encode()
+
+
+def trigger_reload(name: str, peer: Peer, swd: Path, origin: str, data: bytes) -> float:
+    """Put the new zone in place for `name` and ask it to reload; when the request was made."""
+    if name == "gitdns":
+        repo = swd / "repo"
+        (repo / origin).write_bytes(data)
+        subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@bench.invalid",
+                        "commit", "-qam", "reload"], cwd=repo, check=True, timeout=300)
+        started = time.monotonic()
+        os.kill(peer.proc.pid, signal.SIGHUP)
+        return started
+    zone = swd / origin
+    tmp = swd / f"{origin}.new"
+    tmp.write_bytes(data)
+    os.replace(tmp, zone)
+    started = time.monotonic()
+    if name == "knot":
+        subprocess.run([KNOTC, "-s", str(swd / "knot.sock"), "zone-reload", origin], check=True,
+                       capture_output=True, timeout=60)
+    else:
+        os.kill(peer.proc.pid, signal.SIGHUP)
+    return started
+
+
+def run_reload(args) -> list[str]:
+    servers = [s for s in args.servers.split(",") if s]
+    unknown = [s for s in servers if s not in RELOAD_SERVERS]
+    if unknown:
+        raise SystemExit(f"reload: no reload for {', '.join(unknown)}")
+    wd = Path(tempfile.mkdtemp(prefix="gitdns-bench-reload-"))
+    lines = [
+        f"Each server answers dnsperf at a fixed {args.reload_rate:,.0f} q/s (UDP, `-t 2`) while "
+        f"its zone is reloaded: {args.lead:.0f} s in, the zone gets a new serial and one more "
+        "record, and the server is asked to reload; the bench polls the SOA over UDP every "
+        "10 ms until the new serial is answered (reload time: from the request to that "
+        f"answer), waits {args.tail:.0f} s more (dnsperf's timeout is 2 s) and stops dnsperf "
+        "with SIGINT. Lost: queries dnsperf sent and got no answer to within 2 s. The same run "
+        "without a reload, as long, gives the loss the rate alone causes. "
+        f"{args.rounds} interleaved round(s); medians, every round in brackets. Reload "
+        "requests: " + "; ".join(f"{LABELS[s]}: {RELOAD_HOW[s]}" for s in servers) + ".",
+        "",
+    ]
+    try:
+        for size in [s for s in args.sizes.split(",") if s]:
+            case = make_zone_case(wd / f"zone-{size}", size, args.hosts, args.queries)
+            print(f"zone {case.label} ({case.zone_file.stat().st_size / 1e6:.1f} MB)", flush=True)
+            lines += reload_size(args, servers, case, wd / f"servers-{size}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(wd, ignore_errors=True)
+    return lines
+
+
+def reload_size(args, servers: list[str], case: ZoneCase, wd: Path) -> list[str]:
+    peers: dict[str, Peer] = {}
+    data = case.zone_file.read_bytes()
+    runs: dict[str, list[tuple[Perf, float | None, Perf]]] = {s: [] for s in servers}
+    serial = BASE_SERIAL
+    try:
+        for name in servers:
+            swd = wd / name
+            swd.mkdir(parents=True)
+            own = swd / case.origin
+            shutil.copyfile(case.zone_file, own)
+            peers[name], took = start(name, swd, case.origin, own, timeout=args.timeout)
+            print(f"{name}: answering after {took:.2f} s", flush=True)
+            dnsperf(peers[name].port, case.query_file, 0, runs=1)  # warm up
+        for r in range(args.rounds):
+            for name in servers:
+                peer, swd = peers[name], wd / name
+                quiet, _ = dnsperf_during(peer.port, case.query_file, args.reload_rate,
+                                          lambda: None, args.lead, args.tail, 0, swd)
+                serial += 1
+                new = zone_with_serial(data, serial)
+
+                def reload(name=name, peer=peer, swd=swd, new=new, serial=serial):
+                    asked = trigger_reload(name, peer, swd, case.origin, new)
+                    seen = wait_serial(peer.port, case.origin, serial, args.timeout)
+                    return None if seen is None else seen - asked
+
+                perf, took = dnsperf_during(peer.port, case.query_file, args.reload_rate,
+                                            reload, args.lead, args.tail, args.timeout, swd)
+                runs[name].append((perf, took, quiet))
+                worst = min(perf.intervals) if perf.intervals else None
+                print(f"round {r + 1} {name}: reload {_fmt(took, '.2f', ' s')}, "
+                      f"{perf.lost} lost of {perf.sent} (without reload: {quiet.lost} of "
+                      f"{quiet.sent}), slowest second {_fmt(worst)} q/s", flush=True)
+                if took is None:
+                    print(f"  {name} never answered serial {serial}; log:\n"
+                          f"{peer.log_text(10)}", flush=True)
+    finally:
+        for peer in peers.values():
+            peer.stop()
+    out = [f"Zone of {case.label}:", "",
+           "| server | reload time | lost during the reload run | sent | lost without reload "
+           "| slowest second of the reload run |", "|---|---|---|---|---|---|"]
+    for name in servers:
+        rs = runs[name]
+        took = [t for _, t, _ in rs]
+        each_t = ", ".join(_fmt(t, ".2f") for t in took)
+        each_l = ", ".join(str(p.lost) for p, _, _ in rs)
+        worst = _median([min(p.intervals) if p.intervals else None for p, _, _ in rs])
+        out.append(f"| {LABELS[name]} | {_fmt(_median(took), '.2f', ' s')} ({each_t}) | "
+                   f"{_fmt(_median([p.lost for p, _, _ in rs]))} ({each_l}) | "
+                   f"{_fmt(_median([p.sent for p, _, _ in rs]))} | "
+                   f"{_fmt(_median([q.lost for _, _, q in rs]))} | {_fmt(worst)} q/s |")
+    return [*out, ""]
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def run_latency(args) -> list[str]:
+    """Saturation UDP q/s, then dnsperf -Q at half of it with -v: latency percentiles."""
+    servers = [s for s in args.servers.split(",") if s]
+    wd = Path(tempfile.mkdtemp(prefix="gitdns-bench-latency-"))
+    case = make_zone_case(wd / "zone", "10k", args.hosts, args.queries)
+    peers: dict[str, Peer] = {}
+    runs: dict[str, list[tuple[Perf, Perf]]] = {s: [] for s in servers}
+    try:
+        for name in servers:
+            peers[name], took = start(name, wd / name, case.origin, case.zone_file)
+            dnsperf(peers[name].port, case.query_file, 0, runs=1)  # warm up
+        for r in range(args.rounds):
+            for name in servers:
+                port = peers[name].port
+                top = dnsperf(port, case.query_file, args.duration)
+                half = dnsperf(port, case.query_file, args.duration, rate=top.qps / 2,
+                               latencies=True)
+                runs[name].append((top, half))
+                print(f"round {r + 1} {name}: max {top.qps:,.0f} q/s; at {top.qps / 2:,.0f} "
+                      f"q/s p50 {_fmt(half.p50_ms, '.2f')} ms, p99 {_fmt(half.p99_ms, '.2f')} "
+                      f"ms, p99.9 {_fmt(half.p999_ms, '.2f')} ms, {half.lost} lost", flush=True)
+    finally:
+        for peer in peers.values():
+            peer.stop()
+        if not args.keep:
+            shutil.rmtree(wd, ignore_errors=True)
+    base = _median([h.p99_ms for _, h in runs.get("bind", [])])
+    lines = [
+        f"Zone of {case.label}, the issue-3 query mix over UDP. Each round, for each server in "
+        f"turn: dnsperf at full speed for {args.duration} s (its maximum), then dnsperf `-Q` at "
+        f"half that rate for {args.duration} s with `-v` (every query's latency): percentiles "
+        f"of those latencies. {args.rounds} interleaved round(s), medians. Server on CPU "
+        f"{SERVER_CPU}, dnsperf (`-c 16 -q 100 -T 1`) on CPU {CLIENT_CPU}.",
+        "", "| server | max UDP q/s | offered (half) | p50 | p99 | vs BIND | p99.9 | lost |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in servers:
+        rs = runs[name]
+        p99 = _median([h.p99_ms for _, h in rs])
+        lines.append(
+            f"| {LABELS[name]} | {_fmt(_median([t.qps for t, _ in rs]))} | "
+            f"{_fmt(_median([t.qps / 2 for t, _ in rs]))} | "
+            f"{_fmt(_median([h.p50_ms for _, h in rs]), '.2f', ' ms')} | "
+            f"{_fmt(p99, '.2f', ' ms')} | {_ratio(p99, base)} | "
+            f"{_fmt(_median([h.p999_ms for _, h in rs]), '.2f', ' ms')} | "
+            f"{_fmt(_median([h.lost for _, h in rs]))} |")
+    return lines
+
+
+# --------------------------------------------------------------------------- workers
+
+
+WORKERS_SERVERS = ("gitdns", "bind", "knot")
+WORKERS_NOTE = (
+    "What this can show on a small machine: with dnsperf pinned to its own CPU and the "
+    "server's processes to the others, N workers can only scale up to the number of CPUs the "
+    "server was given; with 2 CPUs that is one, so N=2 measures the cost (or gain) of running "
+    "two workers on one core (socket sharing, context switches, each worker's own event loop), "
+    "not scaling across cores. Scaling needs at least N CPUs for the server plus enough for the "
+    "load generator not to be the bottleneck (check the server-CPU-busy column: well below "
+    "100% per CPU given, the client was the limit). Run with `--server-cpus` to let the "
+    "server share dnsperf's CPU, which shows contention with the client rather than scaling.")
+
+
+def run_workers(args) -> list[str]:
+    counts = [int(n) for n in args.workers.split(",") if n]
+    servers = [s for s in args.servers.split(",") if s]
+    unknown = [s for s in servers if s not in WORKERS_SERVERS]
+    if unknown:
+        raise SystemExit(f"workers: no worker setting for {', '.join(unknown)}")
+    all_cpus = sorted(os.sched_getaffinity(0))
+    cpus = args.server_cpus or ",".join(str(c) for c in all_cpus if str(c) != CLIENT_CPU)
+    if not cpus:
+        raise SystemExit("workers: no CPU left for the server")
+    notes = []
+    if "gitdns" in servers and not gitdns_has_workers():
+        servers.remove("gitdns")
+        notes.append("gitdns skipped: `gitdns serve` has no --workers option yet (its "
+                     "`serve --help` does not list it); rerun once it does.")
+        print(notes[-1], flush=True)
+    wd = Path(tempfile.mkdtemp(prefix="gitdns-bench-workers-"))
+    case = make_zone_case(wd / "zone", "10k", args.hosts, args.queries)
+    peers: dict[tuple[str, int], Peer] = {}
+    runs: dict[tuple[str, int], list[Perf]] = {}
+    try:
+        for name in servers:
+            for n in counts:
+                peers[name, n], took = start(name, wd / f"{name}-{n}", case.origin,
+                                             case.zone_file, workers=n, cpus=cpus)
+                runs[name, n] = []
+                dnsperf(peers[name, n].port, case.query_file, 0, runs=1)  # warm up
+                print(f"{name} with {n} worker(s) on CPU {cpus}: answering after {took:.2f} s",
+                      flush=True)
+        for r in range(args.rounds):
+            for key, peer in peers.items():
+                perf = dnsperf(peer.port, case.query_file, args.duration, pid=peer.proc.pid)
+                runs[key].append(perf)
+                busy = perf.cpu_us * perf.qps / 1e4 if perf.cpu_us else None
+                print(f"round {r + 1} {key[0]} x{key[1]}: {perf.qps:,.0f} q/s, server CPU "
+                      f"{_fmt(busy, '.0f', '%')}, {perf.lost} lost", flush=True)
+    finally:
+        for peer in peers.values():
+            peer.stop()
+        if not args.keep:
+            shutil.rmtree(wd, ignore_errors=True)
+    med = {k: _median([p.qps for p in v]) for k, v in runs.items()}
+    lines = [
+        f"Zone of {case.label}, the issue-3 query mix over UDP, dnsperf (`-c 16 -q 100 -T 1`) "
+        f"at full speed for {args.duration} s pinned to CPU {CLIENT_CPU}; every server's "
+        f"processes pinned to CPU {cpus} (of {len(all_cpus)}). Workers: gitdns `serve "
+        "--workers N`, BIND `named -n N`, Knot `udp-workers: N`. "
+        f"{args.rounds} interleaved round(s), medians. Server CPU busy: its processes' CPU "
+        "time over the run's length (100% = one CPU).",
+        "", *notes, *([""] if notes else []),
+        "| server | workers | UDP q/s | vs 1 worker | vs BIND, same workers | server CPU busy "
+        "| lost |", "|---|---|---|---|---|---|---|",
+    ]
+    for (name, n), rs in runs.items():
+        busy = _median([p.cpu_us * p.qps / 1e4 if p.cpu_us else None for p in rs])
+        lines.append(f"| {LABELS[name].split(' (')[0]} | {n} | {_fmt(med[name, n])} | "
+                     f"{_ratio(med[name, n], med.get((name, counts[0])))} | "
+                     f"{_ratio(med[name, n], med.get(('bind', n)))} | "
+                     f"{_fmt(busy, '.0f', '%')} | {_fmt(_median([p.lost for p in rs]))} |")
+    return [*lines, "", WORKERS_NOTE]
+
+
 # --------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="gitdns beside BIND, Knot and NSD (issue 3).",
-        epilog="Sub-commands: qps (default), bigzone, micro.")
-    parser.add_argument("command", nargs="?", default="qps", choices=["qps", "bigzone", "micro"])
+        epilog="Sub-commands: qps (default), bigzone, micro, reload, latency, workers.")
+    parser.add_argument("command", nargs="?", default="qps",
+                        choices=["qps", "bigzone", "micro", "reload", "latency", "workers"])
     parser.add_argument("--quick", action="store_true",
-                        help="short runs: 1 round of 2 s, 20k queries (bigzone: 200k records)")
-    parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
+                        help="short runs: 1 round of 2 s, 20k queries (bigzone: 200k records; "
+                        "reload: sizes 10k,200k)")
+    parser.add_argument("--servers",
                         help=f"comma-separated, from {','.join(ALL_SERVERS)} (default: "
-                        f"{','.join(DEFAULT_SERVERS)}; gitdns-fast does no transfers)")
+                        f"{','.join(DEFAULT_SERVERS)}; workers: {','.join(WORKERS_SERVERS)}; "
+                        "gitdns-fast does no transfers and no reloads)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per dnsperf run")
     parser.add_argument("--hosts", type=int, default=10_000)
@@ -585,14 +992,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=1_200_000, help="bigzone: zone size")
     parser.add_argument("--starts", type=int, default=2, help="bigzone: starts per server")
     parser.add_argument("--timeout", type=float, default=900.0,
-                        help="bigzone: seconds a server may take to load")
+                        help="bigzone, reload: seconds a server may take to load (or reload) "
+                        "a zone; polled, so a fast server is not held up")
+    parser.add_argument("--sizes", default="10k,1.2M",
+                        help="reload: zones, comma-separated: 10k = the query benchmark's zone "
+                        "of --hosts hosts, any other size (200k, 1.2M) = the big zone of "
+                        "bench/workload.big_zone_lines with that many records")
+    parser.add_argument("--reload-rate", type=float, default=10_000,
+                        help="reload: offered q/s while reloading (every server sustains it)")
+    parser.add_argument("--lead", type=float, default=2.0,
+                        help="reload: seconds of load before the reload")
+    parser.add_argument("--tail", type=float, default=3.0,
+                        help="reload: seconds of load after the new serial is answered")
+    parser.add_argument("--workers", default="1,2",
+                        help="workers: worker counts, comma-separated")
+    parser.add_argument("--server-cpus",
+                        help="workers: CPUs for the servers (taskset list; default: all but "
+                        f"dnsperf's CPU {CLIENT_CPU})")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args(argv)
+    if args.servers is None:
+        args.servers = ",".join(WORKERS_SERVERS if args.command == "workers" else DEFAULT_SERVERS)
     if args.quick:
         args.rounds, args.duration, args.queries = 1, 2.0, 20_000
         if args.command == "bigzone":
             args.records, args.starts = min(args.records, 200_000), 1
+        if args.command == "reload":
+            args.sizes = "10k,200k"
     command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     missing = [tool for tool in ("dnsperf", "taskset", "git") if shutil.which(tool) is None]
     if missing and args.command != "micro":
@@ -604,6 +1031,12 @@ def main(argv: list[str] | None = None) -> int:
         lines = micro.report(micro.run(hosts=args.hosts, quick=args.quick))
     elif args.command == "bigzone":
         lines = run_bigzone(args)
+    elif args.command == "reload":
+        lines = run_reload(args)
+    elif args.command == "latency":
+        lines = run_latency(args)
+    elif args.command == "workers":
+        lines = run_workers(args)
     else:
         lines = run_qps(args)
     print("\n".join(lines))

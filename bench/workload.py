@@ -130,3 +130,44 @@ def big_zone_lines(records: int = 1_200_000) -> Iterator[str]:
                    f"host{i} MX 10 mail{i % MAIL_HOSTS + 1}\n"
                    f'host{i} TXT "v=spf1 a mx -all"\n')
             made += 3
+
+
+BIG_MIX = (  # (share in percent, kind) of the queries asked of the big zone
+    (60, "A"),
+    (15, "AAAA"),
+    (10, "NXDOMAIN"),
+    (5, "TXT"),
+    (5, "MX"),
+    (5, "CNAME"),
+)
+
+
+def big_queries(count: int = 100_000, records: int = 1_200_000,
+                seed: int = 5) -> list[tuple[str, str]]:
+    """`count` queries of the big zone of `records` records (big_zone_lines), shuffled: hosts'
+    A and AAAA, names that do not exist, and the TXT, MX and CNAME every 20th host has."""
+    hosts = max(20, (records - 17) * 20 // 43)  # 43 records every 20 hosts
+    rng = random.Random(seed)
+    kinds = [kind for share, kind in BIG_MIX for _ in range(share)]
+    out = []
+    for i in _shuffled(count, rng):
+        kind = kinds[i % 100]
+        if kind in ("A", "AAAA"):
+            out.append((f"host{rng.randint(1, hosts)}.{BIG_ORIGIN}", kind))
+        elif kind == "NXDOMAIN":
+            out.append((f"{_label(rng, rng.randint(5, 12))}.{BIG_ORIGIN}", "A"))
+        elif kind in ("TXT", "MX"):
+            out.append((f"host{20 * rng.randint(1, hosts // 20)}.{BIG_ORIGIN}", kind))
+        else:
+            out.append((f"alias{20 * rng.randint(1, hosts // 20)}.{BIG_ORIGIN}", "A"))
+    return out
+
+
+def write_big_zone(path, records: int = 1_200_000) -> int:
+    """big_zone_lines(records) written to `path`; the number of records written."""
+    made = 0
+    with open(path, "w") as f:
+        for chunk in big_zone_lines(records):
+            f.write(chunk)
+            made += sum(1 for line in chunk.splitlines() if line and line[0] not in "$;")
+    return made
