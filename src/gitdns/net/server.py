@@ -6,6 +6,9 @@ Rules this module keeps:
   server goes on; a client can never stop it.
 - TCP: several pipelined queries per connection, answered as they complete, an idle timeout,
   and frames larger than a DNS message are refused by closing the connection.
+- UDP is read and answered in batches (udpbatch.py: recvmmsg/sendmmsg, or a recvfrom loop);
+  asyncio's DatagramProtocol (`_UdpProtocol`) stays for comparison: `udp_mode="protocol"` or
+  the environment's GITDNS_UDP=protocol.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gitdns.core import Request
+from gitdns.net.udpbatch import UdpEdge, default_mode
 
 log = logging.getLogger("gitdns.net")
 
@@ -268,33 +272,43 @@ class DnsServer:
         idle_timeout: float = TCP_IDLE_TIMEOUT,
         reuse_port: bool = False,
         fast=None,
+        udp_mode: str | None = None,
     ):
         self.handler = handler
         self.fast = fast
+        self.udp_mode = udp_mode or default_mode()  # "mmsg", "recvfrom" or "protocol"
         self.addrs = addrs
         self.idle_timeout = idle_timeout
         self.reuse_port = reuse_port
         self.connections: set[_TcpProtocol] = set()
         self._transports: list = []
+        self._edges: list[UdpEdge] = []
         self._servers: list[asyncio.base_events.Server] = []
 
     async def start(self, sockets=None) -> None:
         loop = asyncio.get_running_loop()
         bound = sockets if sockets is not None else bind_sockets(self.addrs, self.reuse_port)
         for addr, udp, tcp in bound:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self.handler, self.fast), sock=udp
-            )
-            self._transports.append(transport)
+            if self.udp_mode == "protocol":
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _UdpProtocol(self.handler, self.fast), sock=udp
+                )
+                self._transports.append(transport)
+            else:
+                edge = UdpEdge(udp, self.handler, self.fast, self.udp_mode)
+                edge.start(loop)
+                self._edges.append(edge)
             server = await loop.create_server(
                 lambda: _TcpProtocol(self.handler, self.idle_timeout, self.connections), sock=tcp
             )
             self._servers.append(server)
-            log.info("listening on %s (UDP and TCP)", addr)
+            log.info("listening on %s (UDP and TCP; UDP edge: %s)", addr, self.udp_mode)
 
     async def stop(self) -> None:
         for transport in self._transports:
             transport.close()
+        for edge in self._edges:
+            edge.close()
         for server in self._servers:
             server.close()
         for conn in list(self.connections):
@@ -305,4 +319,5 @@ class DnsServer:
             except TimeoutError:
                 pass
         self._transports.clear()
+        self._edges.clear()
         self._servers.clear()
