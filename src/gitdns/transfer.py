@@ -13,6 +13,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 from collections.abc import Callable, Iterable, Iterator
 
@@ -28,6 +29,7 @@ import dns.renderer
 import dns.rrset
 import dns.tsig
 
+from gitdns.compactzone import CompactNodes, CompactZone, blob_owner, records_start
 from gitdns.diff import Record, ZoneDiff, condense
 from gitdns.serial import serial_gt
 from gitdns.zone import Zone
@@ -98,6 +100,8 @@ def axfr_messages(
     checks run at the call, not at the first `next()`, so a caller can still answer an error.
     """
     stream = _Stream(query, max_size, now)
+    if isinstance(zone, CompactZone):
+        return _CompactWriter(stream, zone).messages()
     return stream.messages(_full(zone))
 
 
@@ -130,6 +134,8 @@ def ixfr_messages(
     if not serial_gt(zone.serial, serial):
         rrsets = current
     elif diffs is None:
+        if tcp and isinstance(zone, CompactZone):
+            return _CompactWriter(_Stream(query, max_size, now), zone).messages()
         rrsets = _full(zone)
     else:
         rrsets = _incremental(zone, _checked(zone, serial, diffs, condensed))
@@ -342,3 +348,209 @@ class _Stream:
         except dns.exception.TooBig:
             return None
         return self._finish(r)
+
+
+# -- AXFR of a CompactZone, from its bytes ---------------------------------------------------------
+
+def _pointer(offset: int) -> bytes:
+    return (0xC000 | offset).to_bytes(2, "big")
+
+
+class _CompactWriter:
+    """The AXFR of a CompactZone (SOA, every other RRset, SOA) written from its blobs.
+
+    The same messages `_Stream.messages(_full(zone))` would give, up to compression: the records
+    of a blob are already in wire form after their owner, so a node costs a few concatenations
+    instead of a dnspython RRset, rdata objects and a Renderer per RRset. Owners are compressed
+    against the zone's origin (written once per message, where it is spelt as `zone.origin`
+    is) and a node's second and later records point to its first owner; rdata go as stored,
+    uncompressed (always valid; RFC 3597 4 lets only well-known types be compressed anyway).
+    A pointer reaches only the first 16 KiB of a message: later, owners go as labels plus a
+    pointer to the origin. RRsets stay whole in one message where they fit; a node that does
+    not fit where it falls goes RRset by RRset, and an RRset larger than a message record by
+    record, as in `_Stream.messages`.
+    """
+
+    def __init__(self, stream: _Stream, zone: CompactZone):
+        self.stream = stream
+        self.zone = zone
+        self.nodes: CompactNodes = zone.nodes  # type: ignore[assignment]
+        self.origin_wire = zone.origin.to_wire()
+        self.limit = stream.max_size - stream.reserve
+        question = b"".join(
+            name.to_wire() + struct.pack("!HH", rdtype, rdclass)
+            for name, rdtype, rdclass in stream.question
+        )
+        self.first_head = bytes(12) + question
+        # An origin spelt as in the question is pointed to there (the only name in the question).
+        self.first_origin = (
+            _pointer(12)
+            if len(stream.question) >= 1 and stream.question[0][0].to_wire() == self.origin_wire
+            else None
+        )
+        self.opt_wire = b""
+        if stream.opt is not None:
+            out = io.BytesIO()
+            stream.opt.to_wire(out)
+            self.opt_wire = out.getvalue()
+        self.qdcount = len(stream.question)
+        apex = self.nodes.raw(b"")
+        if apex is None:
+            raise ValueError(f"no apex node in {zone.origin}")
+        start = records_start(apex)
+        soa, rest = [], []
+        for record in _records(apex, start):
+            (soa if record[:2] == b"\x00\x06" else rest).append(record)
+        self.apex = apex
+        self.soa_blob = apex[:start] + b"".join(soa)
+        self.apex_rest = apex[:start] + b"".join(rest) if rest else None
+
+    def _finish(self, buf: bytearray, count: int) -> bytes:
+        stream = self.stream
+        struct.pack_into("!HHHHHH", buf, 0, stream.id, stream.flags, self.qdcount, count, 0,
+                         1 if self.opt_wire else 0)
+        self.qdcount = 0
+        buf += self.opt_wire
+        wire = bytes(buf)
+        return stream.signer.sign(wire) if stream.signer is not None else wire
+
+    def messages(self) -> Iterator[bytes]:
+        limit = self.limit
+        origin_wire = self.origin_wire
+        apex, apex_rest = self.apex, self.apex_rest
+        buf = bytearray(self.first_head)
+        optr = self.first_origin  # a pointer to the origin in this message, or None
+        count = 0
+        soa = ((b"", self.soa_blob),)
+        for key, blob in itertools.chain(soa, self.nodes.raw_items(), soa):
+            if blob is apex:
+                if apex_rest is None:
+                    continue
+                blob = apex_rest
+            mark = len(buf)
+            saved = optr
+            if blob[0] == 0:
+                start = 1
+                if optr is None:
+                    own = key + origin_wire
+                    off = mark + len(key)
+                    optr = _pointer(off) if off < 0x4000 else None
+                else:
+                    own = key + optr
+            else:
+                start = 2 + blob[1]
+                own, optr = self._owner(key, blob, start, mark, optr)
+            n = len(blob)
+            end = start + 10 + (blob[start + 8] << 8 | blob[start + 9])
+            buf += own
+            if end == n:  # one record: the node's bytes as they are
+                buf += blob[start:]
+                added = 1
+            else:
+                ref = _pointer(mark) if mark < 0x4000 else own
+                buf += blob[start:end]
+                added = 1
+                i = end
+                while i < n:
+                    j = i + 10 + (blob[i + 8] << 8 | blob[i + 9])
+                    buf += ref
+                    buf += blob[i:j]
+                    i = j
+                    added += 1
+            if len(buf) <= limit:
+                count += added
+                continue
+            del buf[mark:]
+            state = yield from self._split(key, blob, start, buf, count, saved)
+            buf, count, optr = state
+        yield self._finish(buf, count)
+
+    def _owner(self, key: bytes, blob: bytes, start: int, pos: int,
+               optr: bytes | None) -> tuple[bytes, bytes | None]:
+        """The owner of a node written at `pos`, and the origin pointer after it."""
+        origin_wire = self.origin_wire
+        if blob[0] == 0:
+            if optr is None:
+                off = pos + len(key)
+                return key + origin_wire, _pointer(off) if off < 0x4000 else None
+            return key + optr, optr
+        spelt = blob[2:start]
+        if spelt.endswith(origin_wire):  # label-aligned: the owner is inside the origin
+            prefix = spelt[: len(spelt) - len(origin_wire)]
+            if optr is not None:
+                return prefix + optr, optr
+            off = pos + len(prefix)
+            return spelt, _pointer(off) if off < 0x4000 else None
+        return spelt, optr
+
+    def _split(self, key: bytes, blob: bytes, start: int, buf: bytearray, count: int,
+               optr: bytes | None):
+        """A node that does not fit where it falls, RRset by RRset and, for an RRset larger than
+        a message, record by record (`_Stream.messages`' rules); yields the messages it fills
+        and returns the state of the last one (buf, count, origin pointer)."""
+        limit = self.limit
+        own: bytes | None = None  # the owner as first written in this message
+        ref = b""  # how later records of the node name it
+
+        def render(records: list[bytes]):
+            pos = len(buf)
+            if own is None:
+                first, new_optr = self._owner(key, blob, start, pos, optr)
+                later = _pointer(pos) if pos < 0x4000 else first
+                wire = b"".join([first, records[0], *[later + r for r in records[1:]]])
+                return wire, first, later, new_optr
+            return b"".join([ref + r for r in records]), own, ref, optr
+
+        for rrset in _rrsets(blob, start):
+            wire, o, r, p = render(rrset)
+            if len(buf) + len(wire) > limit and count:
+                yield self._finish(buf, count)
+                buf, count, optr, own = bytearray(12), 0, None, None
+                wire, o, r, p = render(rrset)
+            if len(buf) + len(wire) <= limit:
+                buf += wire
+                count += len(rrset)
+                own, ref, optr = o, r, p
+                continue
+            for record in rrset:
+                while True:
+                    wire, o, r, p = render([record])
+                    if len(buf) + len(wire) <= limit:
+                        buf += wire
+                        count += 1
+                        own, ref, optr = o, r, p
+                        break
+                    if not count:
+                        owner = blob_owner(blob, key, self.zone.origin)
+                        raise dns.exception.TooBig(
+                            f"a record of {owner} is larger than a {self.stream.max_size}-byte "
+                            "message"
+                        )
+                    yield self._finish(buf, count)
+                    buf, count, optr, own = bytearray(12), 0, None, None
+        return buf, count, optr
+
+
+def _records(blob: bytes, start: int) -> list[bytes]:
+    """The records of a blob, each as type, class, TTL, rdata length and rdata."""
+    out = []
+    i, n = start, len(blob)
+    while i < n:
+        j = i + 10 + (blob[i + 8] << 8 | blob[i + 9])
+        out.append(blob[i:j])
+        i = j
+    return out
+
+
+def _rrsets(blob: bytes, start: int) -> list[list[bytes]]:
+    """The records of a blob grouped into its RRsets (consecutive, by type and covered type)."""
+    groups: list[list[bytes]] = []
+    last = None
+    for record in _records(blob, start):
+        # An RRSIG's RRset is also keyed by the type it covers (its rdata's first field).
+        rrset_key = record[:2] + (record[10:12] if record[:2] == b"\x00\x2e" else b"")
+        if rrset_key != last:
+            last = rrset_key
+            groups.append([])
+        groups[-1].append(record)
+    return groups
