@@ -396,20 +396,25 @@ def environment() -> list[str]:
     ]
 
 
-def write_section(name: str, lines: list[str], command: str) -> None:
-    """Replace the `name` section of bench/RESULTS.md (others and notes are kept)."""
+def write_section(name: str, lines: list[str], command: str, results: Path = RESULTS,
+                  preamble: str | None = None) -> None:
+    """Replace the `name` section of `results` (bench/RESULTS.md; others and notes are kept);
+    a file without sections starts again from `preamble`."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     begin, end = f"<!-- bench:{name} begin -->", f"<!-- bench:{name} end -->"
     body = "\n".join([begin, f"Measured {now} with `{command}`", "", *environment(), "",
                       *lines, end])
-    text = RESULTS.read_text() if RESULTS.exists() else (
+    preamble = preamble or (
         "# Benchmark results\n\nWritten by `python bench/run.py` (see bench/run.py for what is "
         "measured and how); each sub-command replaces its own section.\n")
+    text = results.read_text() if results.exists() else preamble
+    if "<!-- bench:" not in text:
+        text = preamble
     if begin in text and end in text:
         text = text[: text.index(begin)] + body + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n" + body + "\n"
-    RESULTS.write_text(text)
+    results.write_text(text)
 
 
 # --------------------------------------------------------------------------- qps
