@@ -62,7 +62,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gitdns.gitrepo import GitError
     from gitdns.net.server import ListenAddress
     from gitdns.primary import Primary, PrimaryConfig
+    from gitdns.workers import default_workers
 
+    if args.workers is not None and args.workers < 1:
+        print("gitdns serve: --workers must be at least 1", file=sys.stderr)
+        return 2
     try:
         listen = [ListenAddress.parse(a) for a in (args.listen or ["[::]:53", "0.0.0.0:53"])]
     except (ValueError, OSError) as e:
@@ -89,6 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ssh_key=args.ssh_key,
         ssh_authenticator=args.ssh_authenticator,
         credentials_file=args.credentials_file,
+        workers=args.workers if args.workers is not None else default_workers(),
     )
     primary = Primary(config)
     try:
@@ -516,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "or the seeds' ed25519:BASE64SEED")
     p.add_argument("--ssh-authenticator", metavar="SHA256:FINGERPRINT",
                    help="the ssh server's host key fingerprint (ssh-keygen -l -E sha256)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes answering queries on the same addresses (SO_REUSEPORT): "
+                   "this one and N-1 workers (default: one per CPU this process may use)")
     p.add_argument("--credentials-file", metavar="FILE",
                    help="USER:PASSWORD for an http(s) remote (keeps it out of ps)")
     p.add_argument("--log-level", default=argparse.SUPPRESS,

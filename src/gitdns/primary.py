@@ -6,6 +6,9 @@ Rules this module keeps:
 - Pulls run one at a time; every request for one (SIGHUP, NOTIFY, poll) is served by a pull
   that started after it arrived, so none is lost and a burst costs one or two pulls.
 - Every zone change (and the start) is announced by NOTIFY to the zone's secondaries.
+- With `workers` > 1, N-1 worker processes answer beside this one on SO_REUSEPORT sockets
+  (workers.py); every version installed here is sent to them, and an UPDATE or a NOTIFY is
+  acknowledged only once they all serve the version it made.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from gitdns.repository import LoadReport, RepositoryState, load_repository
 from gitdns.serial import serial_gt, serial_increase
 from gitdns.store import Store
 from gitdns.updater import Updater, with_serial
+from gitdns.workers import WorkerPool
 from gitdns.xfrout import serve_transfer
 from gitdns.zone import Zone
 
@@ -61,6 +65,7 @@ class PrimaryConfig:
     ssh_key: str | None = None
     ssh_authenticator: str | None = None
     credentials_file: str | None = None
+    workers: int = 1  # processes answering (this one and workers-1 workers.py processes)
 
     @property
     def clone_dir(self) -> Path:
@@ -99,6 +104,9 @@ class Primary:
         self._tasks: set[asyncio.Task] = set()
         self.write_lock = asyncio.Lock()  # one git writer at a time: updates, bumps, pulls
         self.updater = Updater(self, config.serial_policy, config.committer)
+        # Worker processes (workers.py), told of every version installed here.
+        self.workers = WorkerPool(self, config.workers) if config.workers > 1 else None
+        self._files_read: dict[int, dict[str, bytes]] = {}  # id(state) -> the files it read
 
     # -- answering -------------------------------------------------------------------------
 
@@ -131,6 +139,8 @@ class Primary:
         if job.kind == "notify":
             log.info("NOTIFY for %s from %s (%s): pulling", job.origin, peer, keyname)
             await self.pull()
+            if self.workers is not None:
+                await self.workers.sync()
             return core.reply(job.query, dns.rcode.NOERROR, job.request)
         if job.kind == "transfer":
             return await serve_transfer(job, self.history, self._diffs_from_git)
@@ -138,7 +148,10 @@ class Primary:
             self._watch(job)
             return job.reply
         if job.kind == "update":
-            return await self.updater.update(job)
+            reply = await self.updater.update(job)
+            if self.workers is not None:  # answered once every process serves the change
+                await self.workers.sync()
+            return reply
         return None
 
     def _diffs_from_git(self, zone, serial: int):
@@ -192,7 +205,10 @@ class Primary:
         """In a worker thread: read HEAD's files and load what changed (nothing swapped yet)."""
         assert self.repo is not None
         files = self.repo.top_level_files()
-        return load_repository(files, self.repo.read_blob, self.state)
+        state, report = load_repository(files, self.repo.read_blob, self.state)
+        if self.workers is not None:
+            self._files_read[id(state)] = files  # the workers load the same files
+        return state, report
 
     def _set_state(self, state: RepositoryState) -> None:
         self.state = state
@@ -205,6 +221,8 @@ class Primary:
         """On the loop: a new version of one zone from an update (durable in the journal or
         in git; `source`, when given, is the zone file's new git blob)."""
         old = self.state.zones.get(origin)
+        if self.workers is not None:
+            self.workers.on_zone(origin, old, zone, diff, source)
         current = self.state.status[origin]
         status = dataclasses.replace(current, source=source or current.source, zone=zone,
                                      errors=[], broken_source=None)
@@ -219,12 +237,20 @@ class Primary:
         """The zone file of `origin` is now the git blob `source` (the journal was folded)."""
         status = dataclasses.replace(self.state.status[origin], source=source)
         self.state = dataclasses.replace(self.state, status={**self.state.status, origin: status})
+        if self.workers is not None:
+            self.workers.on_source(origin, source)
 
     def install(self, state: RepositoryState, report: LoadReport) -> None:
         """On the loop: swap the new version in, remember history, tell the secondaries."""
         old = self.state
-        state = self._raise_unchanged_serials(old, state, report)
+        files = self._files_read.pop(id(state), None)
+        state, bumps = self._raise_unchanged_serials(old, state, report)
         self._set_state(state)
+        if self.workers is not None:
+            if files is None:  # not read by _read_repo: what the state says it was made of
+                files = {s.filename: s.source for s in state.status.values() if s.zone}
+                files |= state.key_files
+            self.workers.on_install(state, report, files, bumps)
         for origin in report.loaded:
             previous = old.zones.get(origin)
             new = state.zones.get(origin)
@@ -242,9 +268,10 @@ class Primary:
             self.notify_secondaries(origin)
 
     def _raise_unchanged_serials(self, old: RepositoryState, state: RepositoryState,
-                                 report: LoadReport) -> RepositoryState:
+                                 report: LoadReport) -> tuple[RepositoryState, dict]:
         """A zone whose content changed in git without a serial increase is served with its
-        serial raised (so secondaries see the change), and the raise is committed and pushed."""
+        serial raised (so secondaries see the change), and the raise is committed and pushed.
+        Also returns the serials raised, by zone."""
         bumped = {}
         for origin in report.loaded:
             previous, new = old.zones.get(origin), state.zones.get(origin)
@@ -257,10 +284,11 @@ class Primary:
             bumped[origin] = with_serial(new, serial)
             self._spawn(self.updater.bump_serial(origin, previous))
         if not bumped:
-            return state
+            return state, {}
         status = {o: dataclasses.replace(s, zone=bumped.get(o, s.zone))
                   for o, s in state.status.items()}
-        return dataclasses.replace(state, zones=state.zones.replace(bumped), status=status)
+        return (dataclasses.replace(state, zones=state.zones.replace(bumped), status=status),
+                {o: z.serial for o, z in bumped.items()})
 
     def notify_secondaries(self, origin: dns.name.Name) -> None:
         zone = self.store.zones.get(origin)
@@ -347,6 +375,13 @@ class Primary:
     async def run(self) -> None:
         cfg = self.config
         sockets = bind_sockets(cfg.listen)  # fail early, before cloning, on a taken port
+        if self.workers is not None:
+            # Shared with the workers: bound again with SO_REUSEPORT, now that the first bind
+            # (without it) showed that no other server has the port.
+            for _a, u, t in sockets:
+                u.close()
+                t.close()
+            sockets = bind_sockets(cfg.listen, reuse_port=True)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._lock_data_dir()
@@ -372,6 +407,8 @@ class Primary:
         self.server = DnsServer(self.handle, cfg.listen, idle_timeout=cfg.tcp_idle_timeout,
                                 fast=None if cfg.log_queries else self)
         await self.server.start(sockets)
+        if self.workers is not None:
+            self.workers.start()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -392,6 +429,8 @@ class Primary:
             log.info("stopping")
             for task in [*tasks, *self._tasks]:
                 task.cancel()
+            if self.workers is not None:
+                await self.workers.stop()
             try:  # what the journal holds goes to git now rather than at the next start
                 await asyncio.wait_for(self.updater.fold(), 30)
             except Exception:
