@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import dns.exception
 import dns.name
 
+from gitdns.bulkload import load_compact
+from gitdns.compactzone import CompactZone
 from gitdns.fastload import parse_zone_fast
 from gitdns.keys import Key, KeyStore, load_key_file
 from gitdns.store import ZoneSet
@@ -161,6 +163,16 @@ def _merge_keys(key_sets: Mapping[str, dict[dns.name.Name, Key]]) -> KeyStore:
     return KeyStore(merged)
 
 
+def load_zone(data: bytes, origin: dns.name.Name, filename: str) -> tuple[Zone, list[str]]:
+    """A zone file as a CompactZone (bytes per name: a big zone's memory and load time), by the
+    bulk loader when the file is regular, else by the general loader; ZoneLoadError if broken."""
+    bulk = load_compact(data, origin, filename)
+    if bulk is not None:
+        return bulk
+    zone, warnings, _text = parse_zone_fast(data, origin, filename)
+    return CompactZone.from_zone(zone), warnings
+
+
 def _load_one(
     filename: str,
     origin: dns.name.Name,
@@ -171,7 +183,7 @@ def _load_one(
 ) -> ZoneStatus:
     started = time.monotonic()
     try:
-        zone, warnings, _text = parse_zone_fast(read(source), origin, filename)
+        zone, warnings = load_zone(read(source), origin, filename)
     except ZoneLoadError as e:
         errors = [str(err) for err in e.errors]
         for line in errors:
