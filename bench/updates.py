@@ -63,7 +63,13 @@ import dns.tsig  # noqa: E402
 import dns.update  # noqa: E402
 
 from bench import workload  # noqa: E402
-from bench.run import CLK_TCK, dnsperf, parse_size, write_section  # noqa: E402
+from bench.run import (  # noqa: E402
+    CLK_TCK,
+    dnsperf,
+    parse_size,
+    warm_until_steady,
+    write_section,
+)
 from tests.interop.peers import _spawn as spawn  # noqa: E402
 from tests.interop.peers import free_port, wait_ready  # noqa: E402
 
@@ -524,6 +530,7 @@ def measure_queries(args, servers: list[str], work: Path) -> list[str]:
     qfile.write_text(workload.query_file_text(workload.queries(args.queries, args.hosts)))
     peers = {}
     runs: dict[str, list] = {name: [] for name in servers}
+    recovery: dict[str, list[float]] = {}
     try:
         for name in servers:
             peers[name], took = start(name, work / name, origin, zone, args.load_timeout)
@@ -532,6 +539,7 @@ def measure_queries(args, servers: list[str], work: Path) -> list[str]:
         for r in range(args.rounds):
             for name in servers:
                 peer = peers[name]
+                warm_until_steady(peer.port, qfile, 1)  # over the previous round's updates
                 alone = dnsperf(peer.port, qfile, args.duration, pid=peer.proc.pid)
                 with background_stream(peer.port, origin, args.update_clients,
                                        args.update_rate, f"q{r}-{name}") as s:
@@ -546,6 +554,17 @@ def measure_queries(args, servers: list[str], work: Path) -> list[str]:
                       f"q/s with {rate:.0f} updates/s (p99 {ms(p99)} ms, {during.lost} queries "
                       "lost" + (f", {len(s.errors)} update errors: {s.errors[0]}"
                                 if s.errors else "") + ")", flush=True)
+        for name in servers:  # one update, then q/s second by second until back to normal
+            peer = peers[name]
+            warm_until_steady(peer.port, qfile, 1)
+            normal = statistics.median(a for a, *_ in runs[name])
+            asyncio.run(one_update(peer.port, origin, f"one-{name}"))
+            after = [dnsperf(peer.port, qfile, 1).qps]
+            while after[-1] < 0.9 * normal and len(after) < args.recovery_limit:
+                after.append(dnsperf(peer.port, qfile, 1).qps)
+            recovery[name] = after
+            print(f"  {name} after one update: " + ", ".join(f"{q:,.0f}" for q in after)
+                  + " q/s, second by second", flush=True)
     finally:
         for peer in peers.values():
             peer.stop()
@@ -573,6 +592,14 @@ def measure_queries(args, servers: list[str], work: Path) -> list[str]:
             f"{statistics.median(u for _, _, u, _, _ in rs):.0f} | "
             f"{ms(statistics.median(p99s) if p99s else None)} | "
             f"{statistics.median(lost for *_, lost in rs):.0f} |")
+    lines += ["", "After one single update (each server warmed up again first): dnsperf's q/s in "
+              "1-second runs until back within 90% of its median alone (at most "
+              f"{args.recovery_limit} s):", ""]
+    for name in servers:
+        after = recovery.get(name, [])
+        back = (f"back after {len(after)} s" if after and after[-1] >= 0.9 * statistics.median(
+            a for a, *_ in runs[name]) else f"not back after {len(after)} s")
+        lines.append(f"- {LABELS[name]}: {back}: " + ", ".join(f"{q:,.0f}" for q in after))
     return lines
 
 
@@ -603,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with-queries: updates/s offered in total (0: back to back)")
     parser.add_argument("--update-clients", type=int, default=4,
                         help="with-queries: update clients")
+    parser.add_argument("--recovery-limit", type=int, default=30,
+                        help="with-queries: most 1-second runs after one update")
     parser.add_argument("--duration", type=float, default=5.0,
                         help="with-queries: seconds per dnsperf run")
     parser.add_argument("--hosts", type=int, default=10_000, help="with-queries: zone hosts")
