@@ -336,6 +336,7 @@ class SizeResult:
     records: int
     load: dict[str, float] = field(default_factory=dict)
     timeline: dict[str, tuple[Stream, list]] = field(default_factory=dict)
+    commits: int | None = None  # gitdns's commits (folds) pushed for the timeline's updates
     bursts: dict[tuple[str, int], list[tuple[float, float | None]]] = field(default_factory=dict)
 
 
@@ -359,6 +360,8 @@ def measure_size(args, size: str, servers: list[str], work: Path) -> SizeResult:
                     s = asyncio.run(stream(peers[name].port, origin, 1, f"t-{name}",
                                            seconds=args.timeline))
                 result.timeline[name] = (s, samples)
+                if name == "gitdns":
+                    result.commits = pushed_commits(work / name / "zones.git") - 1
                 lat = s.latencies()
                 print(f"  first {args.timeline:.0f} s after the load, 1 client, {name}: "
                       f"{len(s.done) / (s.ended - s.started):.0f}/s, p99 "
@@ -381,6 +384,23 @@ def measure_size(args, size: str, servers: list[str], work: Path) -> SizeResult:
         for peer in peers.values():
             peer.stop()
     return result
+
+
+def pushed_commits(bare: Path, settle: float = 3.0, most: float = 60.0) -> int:
+    """Commits on the remote's main once gitdns has pushed what it folded (no new commit for
+    `settle` seconds, at most `most`)."""
+    def count() -> int:
+        out = subprocess.run(["git", "--git-dir", str(bare), "rev-list", "--count", "main"],
+                             capture_output=True, text=True, timeout=60).stdout
+        return int(out.strip() or 0)
+
+    last, since, deadline = count(), time.monotonic(), time.monotonic() + most
+    while time.monotonic() < deadline and time.monotonic() - since < settle:
+        time.sleep(0.5)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
 
 
 def ms(seconds: float | None) -> str:
@@ -433,10 +453,14 @@ def size_report(args, servers: list[str], results: list[SizeResult]) -> list[str
             if "gitdns" not in res.timeline:
                 continue
             s, samples = res.timeline["gitdns"]
+            folds = (f" The {len(s.done)} updates of the timeline reached git in {res.commits} "
+                     f"commit(s) (folds), {len(s.done) / res.commits:.0f} updates a fold, one "
+                     f"fold every {(s.ended - s.started) / res.commits:.1f} s on average."
+                     if res.commits else "")
             lines += ["", f"gitdns, second by second, {res.records} records: updates answered, "
                       "their p99 and max latency, and the CPU of its event loop (main thread: "
                       "answers updates and queries) and of its other threads (journal fsync, "
-                      "fold into git, push), in % of one core:", "",
+                      f"fold into git, push), in % of one core.{folds}", "",
                       "| second | updates | p99 ms | max ms | event loop CPU | other threads "
                       "CPU |", "|---|---|---|---|---|---|"]
             cpu = cpu_by_second(s, samples)
