@@ -28,6 +28,7 @@ import dns.rrset
 from dulwich.objects import Blob
 
 from gitdns import core, gitwrite
+from gitdns.bulktext import bulk_zone_text
 from gitdns.diff import ZoneDiff, names_diff, replay, zone_diff
 from gitdns.fastload import parse_zone_fast
 from gitdns.gitrepo import GitError
@@ -195,7 +196,8 @@ class Updater:
         if cached is not None and cached[0] == status.source:
             return cached[1]
         data = self.primary.repo.read_blob(status.source)
-        return parse_zone_fast(data, origin, status.filename)[2]
+        # A big regular file is indexed in a second (bulktext); others by the general loader.
+        return bulk_zone_text(data, origin) or parse_zone_fast(data, origin, status.filename)[2]
 
     def _commit_group(self, origin: dns.name.Name, group: list[Entry], before: Zone,
                       after: Zone, diff: ZoneDiff) -> bytes:
