@@ -12,8 +12,15 @@ from gitdns.diff import apply_diff
 from gitdns.fastload import parse_zone_fast
 from gitdns.zonefile import parse_zone
 from gitdns.zonetext import F_OWNER, written
-from tests.test_zonetext import ORIGIN, big_zone, both, contents, lease_diffs, random_diff, \
-    styled_zone
+from tests.test_zonetext import (
+    ORIGIN,
+    big_zone,
+    both,
+    contents,
+    lease_diffs,
+    random_diff,
+    styled_zone,
+)
 
 
 def run(text: str, origin: dns.name.Name, rnd: random.Random, steps: int) -> bool:
