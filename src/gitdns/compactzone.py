@@ -43,6 +43,7 @@ from gitdns.zone import _GONE, Node, Zone, _target_changes, _up_to, layered
 _SOA, _NS, _RRSIG = dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.RRSIG
 _IN = dns.rdataclass.IN
 _HEAD = struct.Struct("!HHIH")  # type, class, TTL, rdata length
+DECODED_CACHE = 4096  # decoded nodes kept per zone (all its versions together)
 
 
 def name_key(labels: tuple[bytes, ...], origin_len: int) -> bytes:
@@ -158,14 +159,29 @@ class _Keys:
 class CompactNodes(Mapping):
     """Owner name -> node (dnspython RRsets, decoded on each access) over key -> blob bytes."""
 
-    __slots__ = ("keys_of", "table", "delta", "_len")
+    __slots__ = ("keys_of", "table", "delta", "_len", "_decoded")
 
     def __init__(self, keys_of: _Keys, table: dict[bytes, bytes],
-                 delta: dict[bytes, bytes | None] | None = None, length: int | None = None):
+                 delta: dict[bytes, bytes | None] | None = None, length: int | None = None,
+                 decoded: dict[bytes, tuple[bytes, Node]] | None = None):
         self.keys_of = keys_of
         self.table = table  # never changed once built: versions share it
         self.delta = delta or {}  # key -> blob, or None: removed from the table
         self._len = len(table) if length is None else length
+        # Nodes decoded lately, by key, with the blob they came from (checked by identity, so
+        # versions can share this cache): the reference path asks for a node several times
+        # per question, and dnspython hashes every rdata it adds to an RRset (about 40 us).
+        self._decoded = {} if decoded is None else decoded
+
+    def _node(self, key: bytes, blob: bytes) -> Node:
+        hit = self._decoded.get(key)
+        if hit is not None and hit[0] is blob:
+            return hit[1]
+        node = decode_node(blob, blob_owner(blob, key, self.keys_of.origin))
+        if len(self._decoded) >= DECODED_CACHE:
+            self._decoded.clear()
+        self._decoded[key] = (blob, node)
+        return node
 
     # -- bytes ------------------------------------------------------------------------------
 
@@ -213,14 +229,14 @@ class CompactNodes(Mapping):
             delta[key] = blob
             length += (blob is not None) - before
         if len(delta) <= _zone.COMPACT_AFTER:
-            return CompactNodes(self.keys_of, self.table, delta, length)
+            return CompactNodes(self.keys_of, self.table, delta, length, self._decoded)
         table = dict(self.table)
         for key, blob in delta.items():
             if blob is None:
                 table.pop(key, None)
             else:
                 table[key] = blob
-        return CompactNodes(self.keys_of, table)
+        return CompactNodes(self.keys_of, table, decoded=self._decoded)
 
     # -- the Mapping a Zone's nodes are -------------------------------------------------------
 
@@ -229,17 +245,14 @@ class CompactNodes(Mapping):
         blob = None if key is None else self.raw(key)
         if blob is None:
             raise KeyError(name)
-        return decode_node(blob, self._owner(blob, key, name))
+        return self._node(key, blob)
 
     def get(self, name, default=None):
         key = self.keys_of.key(name)
         blob = None if key is None else self.raw(key)
         if blob is None:
             return default
-        return decode_node(blob, self._owner(blob, key, name))
-
-    def _owner(self, blob: bytes, key: bytes, name: dns.name.Name) -> dns.name.Name:
-        return blob_owner(blob, key, self.keys_of.origin)
+        return self._node(key, blob)
 
     def __contains__(self, name) -> bool:
         key = self.keys_of.key(name)
