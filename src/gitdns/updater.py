@@ -53,6 +53,10 @@ PUSH_MIN_INTERVAL = 1.0
 # Likewise a fold: each commit compresses the whole zone file into a new blob, so during a burst
 # one fold every half second takes every update answered in between (one commit listing each).
 FOLD_MIN_INTERVAL = 0.5
+# A fold or push of a big zone costs about a second of CPU (the whole file is rendered, hashed
+# and compressed into a new blob); waiting BUSY_FACTOR times as long before the next keeps them
+# under a fifth of a core, for answering queries and updates, whatever the zone's size.
+BUSY_FACTOR = 4.0
 
 
 def default_committer() -> bytes:
@@ -140,8 +144,10 @@ class Updater:
             await self._fold_wanted.wait()
             self._fold_wanted.clear()
             try:
+                started = time.monotonic()
                 await self.fold()
-                await asyncio.sleep(FOLD_MIN_INTERVAL)
+                took = time.monotonic() - started
+                await asyncio.sleep(max(FOLD_MIN_INTERVAL, BUSY_FACTOR * took))
             except Exception:
                 log.exception("folding the journal into git failed; the journal keeps the "
                               "updates and the fold is retried")
@@ -316,11 +322,13 @@ class Updater:
                 ahead = await asyncio.to_thread(gitwrite.ahead_of_remote, repo)
                 if not ahead:
                     break
+                started = time.monotonic()
                 result = await asyncio.to_thread(gitwrite.push, repo)
                 if result.ok:
                     delay = PUSH_RETRY_FIRST
                     log.info("pushed %d commit(s) to the remote", len(ahead))
-                    await asyncio.sleep(PUSH_MIN_INTERVAL)
+                    took = time.monotonic() - started
+                    await asyncio.sleep(max(PUSH_MIN_INTERVAL, BUSY_FACTOR * took))
                     continue  # updates committed meanwhile go next
                 if result.status == "rejected":
                     log.warning("the remote moved on: replaying %d local commit(s) on it",
