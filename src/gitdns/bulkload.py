@@ -183,7 +183,8 @@ class _Scanner:
             # Most chunks of a generated zone have no comments, quotes or parentheses: then no
             # line of them is searched for any.
             comments = ";" in chunk
-            special = '"' in chunk or "(" in chunk or ")" in chunk
+            quotes = '"' in chunk
+            parens = "(" in chunk or ")" in chunk
             for line in chunk.split("\n"):
                 strings = None
                 if pending is not None:
@@ -194,7 +195,7 @@ class _Scanner:
                     pending = None
                 elif not line or line[0] == ";":
                     continue
-                elif special and ('"' in line or "(" in line or ")" in line):
+                elif (quotes and '"' in line) or (parens and ("(" in line or ")" in line)):
                     blank = line[0] in " \t"
                     if '"' in line:
                         if "(" in line or ")" in line:

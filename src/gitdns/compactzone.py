@@ -212,8 +212,8 @@ class CompactNodes(Mapping):
                 if self.raw(key) != other.raw(key):
                     yield key
             return
-        mine = dict(self.raw_items())
-        theirs = dict(other.raw_items())
+        mine = self.table if not self.delta else dict(self.raw_items())
+        theirs = other.table if not other.delta else dict(other.raw_items())
         for key, blob in mine.items():
             if theirs.get(key) != blob:
                 yield key

@@ -30,6 +30,7 @@ import dns.rcode
 import dns.rdatatype
 
 from gitdns import core
+from gitdns.diff import zone_diff
 from gitdns.fastpath import FastPath
 from gitdns.gitrepo import GitError, GitRepo
 from gitdns.history import ZoneHistory, diffs_from_git
@@ -208,6 +209,13 @@ class Primary:
         state, report = load_repository(files, self.repo.read_blob, self.state)
         if self.workers is not None:
             self._files_read[id(state)] = files  # the workers load the same files
+        # The differences for IXFR, here rather than on the loop: comparing two versions of a
+        # million-record zone takes a good part of a second.
+        for origin in report.loaded:
+            previous, new = self.state.zones.get(origin), state.zones.get(origin)
+            if previous is not None and new is not None and serial_gt(new.serial,
+                                                                       previous.serial):
+                report.diffs[origin] = (previous, zone_diff(previous, new))
         return state, report
 
     def _set_state(self, state: RepositoryState) -> None:
@@ -255,7 +263,12 @@ class Primary:
             previous = old.zones.get(origin)
             new = state.zones.get(origin)
             if previous is not None and new is not None:
-                self.history.record(previous, new)
+                early = report.diffs.get(origin)
+                if early is not None and early[0] is previous and \
+                        early[1].new_serial == new.serial:
+                    self.history.record(previous, new, early[1])
+                else:
+                    self.history.record(previous, new)
         for origin in report.dropped:
             self.history.forget(origin)
         if report.changed or report.failed or report.keys_changed:

@@ -65,6 +65,8 @@ class LoadReport:
     dropped: list[dns.name.Name] = field(default_factory=list)
     failed: list[dns.name.Name] = field(default_factory=list)
     keys_changed: bool = False
+    # origin -> (the version it was compared with, the ZoneDiff), when worked out early
+    diffs: dict = field(default_factory=dict)
 
     @property
     def changed(self) -> list[dns.name.Name]:
