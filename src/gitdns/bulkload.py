@@ -178,6 +178,7 @@ class _Scanner:
         aaaa_heads: dict[int, bytes] = {}
         inet_pton = socket.inet_pton
         af4, af6 = socket.AF_INET, socket.AF_INET6
+        cur_is_zone, default_ttl = self.cur_is_zone, self.default_ttl  # as directives set them
         count = 0
         for chunk in _chunks(text):
             # Most chunks of a generated zone have no comments, quotes or parentheses: then no
@@ -226,9 +227,10 @@ class _Scanner:
                         if first[0] == "$":
                             self._directive(toks)
                             owner_tok = "\n"  # read names against the new origin again
+                            cur_is_zone, default_ttl = self.cur_is_zone, self.default_ttl
                             continue
                         owner_tok = first
-                        if self.cur_is_zone and len(first) < 64 and not first.lstrip(
+                        if cur_is_zone and len(first) < 64 and not first.lstrip(
                                 _LABEL_CHARS):
                             key = _LENGTH[len(first)] + first.encode()
                             prefix = b"\x00"
@@ -243,7 +245,7 @@ class _Scanner:
                 n = len(toks)
                 rdtype = types.get(toks[i]) if i < n else None
                 if rdtype is not None:
-                    ttl = self.default_ttl
+                    ttl = default_ttl
                     if ttl is None:
                         raise _NotSure
                 elif i < n:
@@ -269,7 +271,7 @@ class _Scanner:
                     if rdtype is None:
                         raise _NotSure
                     if ttl is None:
-                        ttl = self.default_ttl
+                        ttl = default_ttl
                         if ttl is None:
                             raise _NotSure
                 # Rdata
