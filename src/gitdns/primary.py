@@ -45,6 +45,7 @@ from gitdns.updater import Updater, with_serial
 from gitdns.workers import WorkerPool
 from gitdns.xfrout import serve_transfer
 from gitdns.zone import Zone
+from gitdns.zonecache import ZONE_CACHE, ZoneCache
 
 log = logging.getLogger("gitdns.primary")
 
@@ -206,7 +207,8 @@ class Primary:
         """In a worker thread: read HEAD's files and load what changed (nothing swapped yet)."""
         assert self.repo is not None
         files = self.repo.top_level_files()
-        state, report = load_repository(files, self.repo.read_blob, self.state)
+        state, report = load_repository(files, self.repo.read_blob, self.state,
+                                        ZoneCache(self.config.data_dir / ZONE_CACHE))
         if self.workers is not None:
             self._files_read[id(state)] = files  # the workers load the same files
         # The differences for IXFR, here rather than on the loop: comparing two versions of a

@@ -23,6 +23,7 @@ from gitdns.fastload import parse_zone_fast
 from gitdns.keys import Key, KeyStore, load_key_file
 from gitdns.store import ZoneSet
 from gitdns.zone import Zone
+from gitdns.zonecache import ZoneCache
 from gitdns.zonefile import ZoneLoadError, zone_name_from_filename
 
 log = logging.getLogger("gitdns.zones")
@@ -77,10 +78,12 @@ def load_repository(
     files: Mapping[str, bytes],
     read: Callable[[bytes], bytes],
     previous: RepositoryState | None = None,
+    cache: ZoneCache | None = None,
 ) -> tuple[RepositoryState, LoadReport]:
     """Load the zone files in `files` (name -> content id), reusing what `previous` has.
 
-    `read(content_id)` returns a file's bytes; it is only called for new or changed files.
+    `read(content_id)` returns a file's bytes; it is only called for new or changed files and
+    not for those `cache` has compiled.
     """
     previous = previous or RepositoryState()
     report = LoadReport()
@@ -108,7 +111,7 @@ def load_repository(
         if old is not None and source in (old.source, old.broken_source):
             status[origin] = old  # unchanged since the last load (good or broken)
             continue
-        status[origin] = _load_one(filename, origin, source, read, old, report)
+        status[origin] = _load_one(filename, origin, source, read, old, report, cache)
     for origin, old in previous.status.items():
         if origin not in status and old.zone is not None:
             log.info("zone %s: file %s is gone from the repository; zone dropped",
@@ -182,10 +185,17 @@ def _load_one(
     read: Callable[[bytes], bytes],
     old: ZoneStatus | None,
     report: LoadReport,
+    cache: ZoneCache | None = None,
 ) -> ZoneStatus:
     started = time.monotonic()
+    compiled = cache.get(origin, source) if cache is not None else None
     try:
-        zone, warnings = load_zone(read(source), origin, filename)
+        if compiled is not None:
+            zone, warnings = compiled
+        else:
+            zone, warnings = load_zone(read(source), origin, filename)
+            if cache is not None and isinstance(zone, CompactZone):
+                cache.put(origin, source, zone, warnings)
     except ZoneLoadError as e:
         errors = [str(err) for err in e.errors]
         for line in errors:
@@ -206,8 +216,9 @@ def _load_one(
     for warning in warnings:
         log.warning("zone %s: %s", origin, warning)
     log.info(
-        "zone %s loaded from %s: serial %d, %d records, %.1f ms",
-        origin, filename, zone.serial, zone.record_count, (time.monotonic() - started) * 1000,
+        "zone %s loaded from %s%s: serial %d, %d records, %.1f ms",
+        origin, filename, " (compiled copy)" if compiled is not None else "", zone.serial,
+        zone.record_count, (time.monotonic() - started) * 1000,
     )
     report.loaded.append(origin)
     return ZoneStatus(filename, source, zone)

@@ -57,6 +57,7 @@ from gitdns.fastpath import FastPath
 from gitdns.querylog import log_query
 from gitdns.repository import RepositoryState, load_repository
 from gitdns.store import Store
+from gitdns.zonecache import ZONE_CACHE, ZoneCache
 
 log = logging.getLogger("gitdns.workers")
 
@@ -422,6 +423,7 @@ class Worker:
         self.index = args.index
         self.listen = [ListenAddress.parse(a) for a in args.listen]
         self.git = _GitReader(Path(args.data_dir) / "repository")
+        self.zone_cache = ZoneCache(Path(args.data_dir) / ZONE_CACHE, write=False)
         self.state = RepositoryState()
         self.store = Store()
         self.view = core.ServerState(self.store.zones)
@@ -477,11 +479,14 @@ class Worker:
 
     # -- applying the main's changes -------------------------------------------------------
 
-    def _install(self, state: RepositoryState) -> None:
+    def _install(self, state: RepositoryState, update=None) -> None:
         self.state = state
         self.store.swap(state.zones)
         self.view = core.ServerState(state.zones, state.keys, self.args.axfr_unauthenticated)
-        self.fast = FastPath(state.zones, previous=self.fast)
+        if update is not None:  # (origin, old, new, changed names): keep what still holds
+            self.fast = self.fast.after_update(state.zones, *update)
+        else:
+            self.fast = FastPath(state.zones, previous=self.fast)
 
     def _with_zone(self, state: RepositoryState, origin, zone, source=None) -> RepositoryState:
         status = state.status[origin]
@@ -503,9 +508,11 @@ class Worker:
             zone = self.state.zones.get(origin)
             if zone is None:
                 raise RuntimeError(f"a change to zone {origin}, which this worker lacks")
+            old = zone
             if changes:
                 zone = zone.with_changes(changes)
-            self._install(self._with_zone(self.state, origin, zone, source))
+            self._install(self._with_zone(self.state, origin, zone, source),
+                          (origin, old, zone, list(changes)))
         elif kind == "source":
             origin, source = message[1], message[2]
             if origin in self.state.status:
@@ -516,7 +523,7 @@ class Worker:
         from gitdns.updater import with_serial
 
         files = {r.filename: r.base for r in recipes.values()} | key_files
-        state, _ = load_repository(files, self.git.read, None)
+        state, _ = load_repository(files, self.git.read, None, self.zone_cache)
         for origin, r in recipes.items():
             status = state.status.get(origin)
             if status is None or status.zone is None:
@@ -530,7 +537,7 @@ class Worker:
     def _reload(self, files: dict, bumps: dict, previous: RepositoryState) -> RepositoryState:
         from gitdns.updater import with_serial
 
-        state, _ = load_repository(files, self.git.read, previous)
+        state, _ = load_repository(files, self.git.read, previous, self.zone_cache)
         for origin, serial in bumps.items():
             zone = state.zones.get(origin)
             if zone is not None:
