@@ -82,6 +82,7 @@ DEFAULT_SERVERS = ("gitdns", "bind", "knot", "nsd")
 LABELS = {
     "gitdns": "gitdns serve",
     "gitdns-fast": "gitdns fast path (bench/fastserve.py)",
+    "gitdns-parse": "gitdns serve, parsing the file",
     "bind": "BIND 9 (named -n 1)",
     "knot": "Knot DNS (1 UDP + 1 TCP worker)",
     "nsd": "NSD (1 server)",
@@ -579,11 +580,18 @@ def run_bigzone(args) -> list[str]:
     size_mb = zone_file.stat().st_size / 1e6
     print(f"zone of {records} records, {size_mb:.1f} MB", flush=True)
     rows = {}
+    if "gitdns" in servers:
+        # gitdns twice: parsing the file (its compiled copy removed before each start), then
+        # from the compiled copy the parsing starts left in the data directory.
+        servers.insert(servers.index("gitdns"), "gitdns-parse")
     try:
         for name in servers:
             starts, mems, xfrs = [], [], []
             for i in range(args.starts):
-                peer, took = start(name, wd / name, workload.BIG_ORIGIN, zone_file, xfr=True,
+                kind = "gitdns" if name == "gitdns-parse" else name
+                shutil.rmtree(wd / "gitdns" / "data" / "zonecache", ignore_errors=True) \
+                    if name == "gitdns-parse" else None
+                peer, took = start(kind, wd / kind, workload.BIG_ORIGIN, zone_file, xfr=True,
                                    timeout=args.timeout)
                 try:
                     rss, peak = memory_kib(peer.proc.pid)
@@ -603,8 +611,11 @@ def run_bigzone(args) -> list[str]:
     base = rows.get("bind")
     lines = [
         f"Zone of {records} records ({size_mb:.1f} MB master file); each server started "
-        f"{args.starts} time(s) on CPU 0, medians (gitdns: the first start clones the git "
-        "repository, the later ones reuse the clone). Start: from exec to the first "
+        f"{args.starts} time(s) on CPU 0, medians. gitdns runs twice: \"parsing the file\" "
+        "removes its compiled copy (data directory, zonecache/) before each start, so it reads "
+        "and parses the master file from git (its first start also clones the repository); "
+        "\"gitdns serve\" then starts from the compiled copy those starts left, as a restart "
+        "does. Start: from exec to the first "
         "authoritative SOA answer over UDP (polled every 10 ms). Memory: RSS of the server's "
         "processes once answering (peak in brackets). AXFR: from connect to the last record.",
         "", "| server | start to first answer | vs BIND | RSS (peak) | vs BIND | AXFR | vs BIND |",
