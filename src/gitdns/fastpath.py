@@ -44,9 +44,11 @@ from __future__ import annotations
 
 import io
 import itertools
+import struct
 
 import dns.edns
 import dns.name
+import dns.rdata
 import dns.rdatatype
 
 from gitdns import core
@@ -61,6 +63,11 @@ _OPT_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # one question and the OPT re
 _OPT_START = b"\x00\x00\x29"  # OPT: the root name, type 41
 _CLASS_IN = b"\x00\x01"
 _DS, _ANY, _DNAME = dns.rdatatype.DS, dns.rdatatype.ANY, dns.rdatatype.DNAME
+_SOA, _OPT, _NS, _CNAME = dns.rdatatype.SOA, dns.rdatatype.OPT, dns.rdatatype.NS, \
+    dns.rdatatype.CNAME
+_STRUCTURAL_TYPES = frozenset({_NS, _CNAME, _DNAME})
+_VOLATILE = ((), None)  # info of entries dropped at every update (_Sized)
+_HARD = object()  # an SOA the fast path cannot patch: the entry is volatile
 # The reference path answers these itself: transfers, meta types (FORMERR), MAILA/MAILB.
 _NOT_HERE = frozenset({
     dns.rdatatype.OPT, dns.rdatatype.TKEY, dns.rdatatype.TSIG, dns.rdatatype.IXFR,
@@ -205,18 +212,35 @@ class FastPath:
         self._state = core.ServerState(zones)
         self._tables: tuple[dict[bytes, tuple], ...] = tuple({} for _ in range(_MODES))
         self._exact: tuple[dict[bytes, tuple], ...] = tuple({} for _ in range(_MODES))
-        self._classes: dict[tuple, _Class] = {}
+        self._negative: tuple[dict[bytes, tuple], ...] = tuple({} for _ in range(_MODES))
+        self._classes: dict[bytes, dict[tuple, _Class]] = {}
         self._heads: dict[bytes, tuple[bytes, ...]] = {}
         self._origins: dict[bytes, Zone] = {
             origin.canonicalize().to_wire(): zone for origin, zone in zones.items()
         }
+        # Updates (see `after_update`): each entry names its zone by a token that lives as long
+        # as its entries stay valid (not the zone, so that old versions are not kept alive);
+        # `_index` maps a lowercased wire name to the (table, key) slots of the entries whose
+        # reply depends on it; `_volatile` lists the (mode, key) of hot-table entries dropped at
+        # every update (_Sized entries, negative ones copied from `_negative`).
+        self._tokens: dict[bytes, object] = {o: object() for o in self._origins}
+        self._zone_token: dict[int, object] = {
+            id(z): self._tokens[o] for o, z in self._origins.items()}
+        self._index: dict[bytes, list] = {}
+        self._slots = 0
+        self._volatile: list[tuple[int, bytes]] = []
+        self._soa_now: dict[bytes, tuple] = {}
         # Entries of the previous version are valid here when they were made from a zone that is
         # the very same object, and the set of origins (closest enclosing zone, served children
         # at the end of a chain) is the same.
         self._previous: FastPath | None = None
         self._kept: set[int] = set()
         if previous is not None and previous._origins.keys() == self._origins.keys():
-            self._kept = {id(z) for o, z in zones.items() if previous.zones.get(o) is z}
+            for o, z in self._origins.items():
+                if previous._origins.get(o) is z:
+                    self._tokens[o] = self._zone_token[id(z)] = previous._tokens[o]
+            self._kept = {id(self._tokens[o]) for o, z in self._origins.items()
+                          if previous._origins.get(o) is z}
             self._kept.add(id(None))
             self._previous = previous
             previous._previous = None  # one generation back, never a chain
@@ -272,14 +296,26 @@ class FastPath:
         entry = self._exact[mode].get(question)
         if entry is not None:
             return entry
+        entry = self._negative[mode].get(key)
+        if entry is not None:
+            entry = self._fresh(entry)
+            if entry is None:
+                del self._negative[mode][key]
+            else:
+                self._negative[mode][key] = entry
+                self._store(self._tables[mode], key, entry)
+                self._volatile.append((mode, key))
+                return entry
         previous = self._previous
         if previous is not None:
-            for table, own, k in ((previous._tables[mode], self._tables[mode], key),
-                                  (previous._exact[mode], self._exact[mode], question)):
-                entry = table.get(k)
-                if entry is not None and id(entry[2]) in self._kept:
-                    self._store(own, k, entry)
-                    return entry
+            entry = previous._tables[mode].get(key)
+            if entry is not None and id(entry[2]) in self._kept:
+                self._file(mode, key, entry, key[: z - 11])
+                return entry
+            entry = previous._exact[mode].get(question)
+            if entry is not None and id(entry[2]) in self._kept:
+                self._store(self._exact[mode], question, entry)
+                return entry
         labels = _labels(wire, z)
         if labels is None or wire[z + 3 : z + 5] != _CLASS_IN:
             return None
@@ -319,7 +355,7 @@ class FastPath:
         if self._case_dependent(entry, e):
             self._store(self._exact[mode], wire[12:e], entry)
         else:
-            self._store(self._tables[mode], key, entry)
+            self._file(mode, key, entry, key[: e - 16])
         return entry
 
     def _compute(self, wire: bytes, tcp: bool, mode: int, key: bytes, e: int,
@@ -331,7 +367,8 @@ class FastPath:
         if is_any:
             if mode == UDP:
                 return self._template(self._reference(wire, False), wire, e, zone)
-            return (None, _Sized(None, _NO_LIMIT, False), zone)
+            return (None, _Sized(None, _NO_LIMIT, False), self._zone_token.get(id(zone)),
+                    _VOLATILE)
         # Not ANY: the complete UDP reply is the TCP one (same EDNS); the size limit decides.
         full = self._tables[mode + 3].get(key) or self._find(
             wire, True, mode + 3, key, e - 5, e)
@@ -343,7 +380,7 @@ class FastPath:
         exact = self._case_dependent(full, e)
         if mode == UDP:  # no EDNS: the limit is always 512
             return self._template(self._reference(wire, False), wire, e, zone)
-        return (None, _Sized(full, full_len, exact), zone)
+        return (None, _Sized(full, full_len, exact), self._zone_token.get(id(zone)), _VOLATILE)
 
     def _sized(self, wire: bytes, e: int, sized: _Sized):
         """The template for this query's UDP size limit."""
@@ -378,17 +415,21 @@ class FastPath:
                     break
             if ce_start == 0:
                 return None  # the name exists: its own entry
-        class_key = (id(zone), qwire[ce_start:], qtype, mode)
-        cls = self._classes.get(class_key)
+        zone_key = b"" if zone is None else qwire[origin_start:]
+        class_key = (qwire[ce_start:], qtype, mode)
+        classes = self._classes.get(zone_key)
+        if classes is None:
+            classes = self._classes[zone_key] = {}
+        cls = classes.get(class_key)
         if cls is None:
             previous = self._previous
-            if previous is not None and id(zone) in self._kept:
-                cls = previous._classes.get(class_key)
+            if previous is not None and id(self._zone_token.get(id(zone))) in self._kept:
+                cls = previous._classes.get(zone_key, {}).get(class_key)
             if cls is None:
                 cls = self._new_class(zone, labels, qtype, mode)
                 if cls is None:
                     return None  # q is in its own S: not a class maker, answered alone
-            self._store(self._classes, class_key, cls)
+            self._store(classes, class_key, cls)
         if cls is _UNSTRUCTURED:
             return None
         names = cls.names
@@ -408,7 +449,7 @@ class FastPath:
             if self._case_dependent(entry, e):  # cannot happen without a DNAME; never filed
                 return entry
             cls.templates[tkey] = entry
-        self._store(self._tables[mode], key, entry)
+        self._file(mode, key, entry, qwire)
         return entry
 
     def _new_class(self, zone: Zone | None, labels: list[bytes], qtype: int,
@@ -456,7 +497,205 @@ class FastPath:
             )
             if len(self._heads) < 4096:
                 self._heads[fixed] = heads
-        return (heads, reply[e:], zone)
+        tail = reply[e:]
+        return (heads, tail, self._zone_token.get(id(zone)),
+                self._info(reply[:12] + wire[12:e] + tail, e))
+
+    def _info(self, msg: bytes, e: int) -> tuple:
+        """(names the reply depends on, its SOA) from a reply (header, question, tail): every
+        owner name and every name in RDATA with their suffixes below a served origin, as
+        lowercased wire names; the SOA as None, _HARD, or (origin, TTL offset, rdata end,
+        in answer, the zone's SOA values) with offsets into the tail."""
+        names: set[bytes] = set()
+        soa = None
+        counts = (msg[6] << 8 | msg[7], msg[8] << 8 | msg[9], msg[10] << 8 | msg[11])
+        p = e
+        for section, count in enumerate(counts):
+            for _ in range(count):
+                owner, used = dns.name.from_wire(msg, p)
+                p += used
+                rdtype = msg[p] << 8 | msg[p + 1]
+                rdclass = msg[p + 2] << 8 | msg[p + 3]
+                rdlen = msg[p + 8] << 8 | msg[p + 9]
+                rd_start = p + 10
+                if rdtype == _OPT:
+                    p = rd_start + rdlen
+                    continue
+                self._add_name(names, owner)
+                rdata = dns.rdata.from_wire(rdclass, rdtype, msg, rd_start, rdlen)
+                for cls in type(rdata).__mro__:
+                    for slot in getattr(cls, "__slots__", ()):
+                        value = getattr(rdata, slot, None)
+                        if isinstance(value, dns.name.Name):
+                            self._add_name(names, value)
+                        elif isinstance(value, (tuple, list)):
+                            for v in value:
+                                if isinstance(v, dns.name.Name):
+                                    self._add_name(names, v)
+                if rdtype == _SOA:
+                    soa = self._soa_info(soa, owner, rdata, msg, p, rd_start + rdlen, e, section)
+                p = rd_start + rdlen
+        return tuple(names), soa
+
+    def _soa_info(self, soa, owner: dns.name.Name, rdata, msg: bytes, p: int, end: int, e: int,
+                  section: int):
+        if soa is not None or section == 2:
+            return _HARD
+        origin = owner.canonicalize().to_wire()
+        zone = self._origins.get(origin)
+        if zone is None or zone.signed:
+            return _HARD
+        values = self._soa_values(origin, zone)
+        ttl = int.from_bytes(msg[p + 4 : p + 8], "big")
+        expected = values[2] if section == 0 else min(values[2], values[7])
+        if ttl != expected or (rdata.mname.to_text(), rdata.rname.to_text()) != values[:2] \
+                or struct.unpack("!5I", msg[end - 20 : end]) != values[3:]:
+            return _HARD
+        return (origin, p + 4 - e, end - e, section == 0, values)
+
+    def _soa_values(self, origin: bytes, zone: Zone) -> tuple:
+        values = self._soa_now.get(origin)
+        if values is None:
+            soa = zone.soa
+            rd = soa[0]
+            values = (rd.mname.to_text(), rd.rname.to_text(), soa.ttl, rd.serial, rd.refresh,
+                      rd.retry, rd.expire, rd.minimum)
+            self._soa_now[origin] = values
+        return values
+
+    def _add_name(self, names: set[bytes], name: dns.name.Name) -> None:
+        names.update(self._below_origin(name.canonicalize().to_wire()))
+
+    def _below_origin(self, wire: bytes) -> list[bytes]:
+        """The suffixes of a lowercased wire name strictly below the closest served origin
+        (none when no served zone holds it: such names never change without a reload)."""
+        out = []
+        p = 0
+        origins = self._origins
+        while wire[p]:
+            suffix = wire[p:]
+            if suffix in origins:
+                return out
+            out.append(suffix)
+            p += wire[p] + 1
+        return []
+
+    def _file(self, mode: int, key: bytes, entry: tuple, qwire: bytes) -> None:
+        """File an entry under its lowercased question: negative ones (with an SOA) apart, the
+        others in the hot table, indexed by the names they depend on (see after_update)."""
+        names, soa = entry[3]
+        if soa is _HARD or entry[3] is _VOLATILE:
+            self._store(self._tables[mode], key, entry)
+            self._volatile.append((mode, key))
+            return
+        table = self._tables[mode] if soa is None else self._negative[mode]
+        self._store(table, key, entry)
+        index = self._index
+        slot = (table, key)
+        deps = self._below_origin(qwire)
+        deps.extend(names)
+        for name in deps:
+            slots = index.get(name)
+            if slots is None:
+                index[name] = [slot]
+            else:
+                slots.append(slot)
+        self._slots += len(deps)
+
+    def _fresh(self, entry: tuple) -> tuple | None:
+        """A negative entry with the SOA its zone has now (patched), or None (to drop)."""
+        names, soa = entry[3]
+        origin, ttl_off, rd_end, in_answer, values = soa
+        zone = self._origins.get(origin)
+        if zone is None:
+            return None
+        now = self._soa_values(origin, zone)
+        if now == values:
+            return entry
+        if now[:2] != values[:2]:
+            return None
+        ttl = now[2] if in_answer else min(now[2], now[7])
+        tail = entry[1]
+        tail = (tail[:ttl_off] + ttl.to_bytes(4, "big") + tail[ttl_off + 4 : rd_end - 20]
+                + struct.pack("!5I", *now[3:]) + tail[rd_end:])
+        return (entry[0], tail, entry[2], (names, (origin, ttl_off, rd_end, in_answer, now)))
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def after_update(self, zones: ZoneSet, origin: dns.name.Name, old: Zone, new: Zone,
+                     changed) -> FastPath:
+        """The FastPath for `zones`, which differ from ours by an update of one zone (`old` ->
+        `new`, `changed`: the owner names whose nodes differ, or None if unknown). Takes over
+        this FastPath's tables (this one must not be used any more) and drops exactly the
+        entries the change can affect; a structural change drops the zone's entries, as a new
+        FastPath(zones, previous=self) does."""
+        if changed is None or self._slots > 16 * _MODES * self.max_entries \
+                or len(self._volatile) > 4 * _MODES * self.max_entries \
+                or self._structural(zones, origin, old, new, changed):
+            return FastPath(zones, self.max_entries, previous=self)
+        fast = object.__new__(FastPath)
+        fast.zones = zones
+        fast.max_entries = self.max_entries
+        fast._state = core.ServerState(zones)
+        fast._tables, fast._exact, fast._negative = self._tables, self._exact, self._negative
+        fast._heads = self._heads
+        fast._origins = {o.canonicalize().to_wire(): z for o, z in zones.items()}
+        origin_wire = origin.canonicalize().to_wire()
+        fast._tokens = self._tokens
+        fast._zone_token = {id(z): self._tokens[o] for o, z in fast._origins.items()}
+        fast._index, fast._slots = self._index, self._slots
+        fast._soa_now = {}
+        # Entries inherited lazily from a reload's previous FastPath are not indexed: dropped.
+        fast._previous, fast._kept = None, set()
+        self._classes.pop(origin_wire, None)  # rebuilt on demand (a few reference lookups)
+        fast._classes = self._classes
+        for table in self._exact:  # case-dependent replies (DNAME): simply dropped
+            table.clear()
+        tables = self._tables
+        for mode, key in self._volatile:
+            tables[mode].pop(key, None)
+        fast._volatile = []
+        index = self._index
+        for name in changed:
+            slots = index.pop(name.canonicalize().to_wire(), ())
+            fast._slots -= len(slots)
+            for table, key in slots:
+                table.pop(key, None)
+        return fast
+
+    def _structural(self, zones: ZoneSet, origin: dns.name.Name, old: Zone, new: Zone,
+                    changed) -> bool:
+        """Can the change affect replies beyond those that write a changed name (or the SOA)?"""
+        if zones.keys() != self.zones.keys() or self.zones.get(origin) is not old \
+                or zones.get(origin) is not new or old.signed or new.signed:
+            return True
+        for name in changed:
+            old_node, new_node = old.nodes.get(name), new.nodes.get(name)
+            if name == origin:
+                if not old_node or not new_node or old_node.keys() != new_node.keys():
+                    return True
+                for k, rrset in old_node.items():
+                    other = new_node[k]
+                    if k[0] == _SOA:
+                        a, b = rrset[0], other[0]
+                        if len(rrset) != 1 or len(other) != 1 \
+                                or a.mname.to_text() != b.mname.to_text() \
+                                or a.rname.to_text() != b.rname.to_text():
+                            return True
+                    elif rrset != other or rrset.ttl != other.ttl:
+                        return True
+                continue
+            if not name.is_subdomain(origin) or name.labels[0] == b"*" \
+                    or name.canonicalize().to_wire() in self._origins:
+                return True
+            for node in (old_node, new_node):
+                if node and any(k[0] in _STRUCTURAL_TYPES for k in node):
+                    return True
+            if bool(old_node) != bool(new_node):
+                parent = name.parent()
+                if not old.nodes.get(parent) or not new.nodes.get(parent):
+                    return True
+        return False
 
     @staticmethod
     def _case_dependent(entry: tuple, e: int) -> bool:
@@ -471,3 +710,16 @@ class FastPath:
             table.clear()
             table.update(keep)
         table[key] = value
+
+
+def changed_names(old: Zone, new: Zone, diff=None) -> list[dns.name.Name] | None:
+    """The owner names whose nodes differ between two versions of a zone (from the diff of
+    the update, or CompactZone.changed_names), or None when unknown."""
+    if diff is not None:
+        return [r[0] for r in (*diff.deleted, *diff.added)] + [new.origin]
+    if old is new:
+        return []
+    compare = getattr(new, "changed_names", None)
+    if compare is not None and type(old) is type(new):
+        return compare(old)
+    return None

@@ -31,7 +31,7 @@ import dns.rdatatype
 
 from gitdns import core
 from gitdns.diff import zone_diff
-from gitdns.fastpath import FastPath
+from gitdns.fastpath import FastPath, changed_names
 from gitdns.gitrepo import GitError, GitRepo
 from gitdns.history import ZoneHistory, diffs_from_git
 from gitdns.net.client import send_notify
@@ -220,11 +220,14 @@ class Primary:
                 report.diffs[origin] = (previous, zone_diff(previous, new))
         return state, report
 
-    def _set_state(self, state: RepositoryState) -> None:
+    def _set_state(self, state: RepositoryState, update=None) -> None:
         self.state = state
         self.store.swap(state.zones)
         self.view = core.ServerState(state.zones, state.keys, self.config.axfr_unauthenticated)
-        self.fast = FastPath(state.zones, previous=self.fast)
+        if update is not None:  # (origin, old, new, changed names): keep what still holds
+            self.fast = self.fast.after_update(state.zones, *update)
+        else:
+            self.fast = FastPath(state.zones, previous=self.fast)
 
     def install_zone(self, origin: dns.name.Name, zone: Zone, source: bytes | None,
                      diff=None) -> None:
@@ -238,7 +241,8 @@ class Primary:
                                      errors=[], broken_source=None)
         state = dataclasses.replace(self.state, zones=self.state.zones.replace({origin: zone}),
                                     status={**self.state.status, origin: status})
-        self._set_state(state)
+        self._set_state(state, None if old is None else
+                        (origin, old, zone, changed_names(old, zone, diff)))
         if old is not None:
             self.history.record(old, zone, diff)
         self.notify_secondaries(origin)
