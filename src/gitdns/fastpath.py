@@ -442,6 +442,14 @@ class FastPath:
                 break
         tkey = (len(qwire), m)
         entry = cls.templates.get(tkey)
+        if entry is not None and entry[3] is not _VOLATILE and entry[3][1] is not None \
+                and entry[3][1] is not _HARD:  # (after_update drops those of its zone)
+            fresh = self._fresh(entry)
+            if fresh is None:
+                del cls.templates[tkey]
+            elif fresh is not entry:
+                cls.templates[tkey] = fresh
+            entry = fresh
         if entry is None:
             entry = self._compute(wire, tcp, mode, key, e, zone)
             if entry is None:
@@ -647,7 +655,21 @@ class FastPath:
         fast._soa_now = {}
         # Entries inherited lazily from a reload's previous FastPath are not indexed: dropped.
         fast._previous, fast._kept = None, set()
-        self._classes.pop(origin_wire, None)  # rebuilt on demand (a few reference lookups)
+        # Classes (names that do not exist) depend on their closest encloser, the names their
+        # reply writes (S) and the SOA: a class goes when a changed name is its encloser or in
+        # S; the apex here changed in its SOA only, which their templates get patched for.
+        classes = self._classes.get(origin_wire)
+        if classes:
+            wires = {n.canonicalize().to_wire() for n in changed} - {origin_wire}
+            if wires:
+                for class_key in [k for k, c in classes.items() if k[0] in wires
+                                  or not c.names.isdisjoint(wires)]:
+                    del classes[class_key]
+            for cls in classes.values():  # templates whose SOA cannot be patched
+                if cls is not _UNSTRUCTURED:
+                    for tkey in [k for k, t in cls.templates.items()
+                                 if t[3] is _VOLATILE or t[3][1] is _HARD]:
+                        del cls.templates[tkey]
         fast._classes = self._classes
         for table in self._exact:  # case-dependent replies (DNAME): simply dropped
             table.clear()
