@@ -163,7 +163,7 @@ class CompactNodes(Mapping):
 
     def __init__(self, keys_of: _Keys, table: dict[bytes, bytes],
                  delta: dict[bytes, bytes | None] | None = None, length: int | None = None,
-                 decoded: dict[bytes, tuple[bytes, Node]] | None = None):
+                 decoded: dict[tuple[bytes, int], tuple[bytes, Node]] | None = None):
         self.keys_of = keys_of
         self.table = table  # never changed once built: versions share it
         self.delta = delta or {}  # key -> blob, or None: removed from the table
@@ -173,14 +173,22 @@ class CompactNodes(Mapping):
         # per question, and dnspython hashes every rdata it adds to an RRset (about 40 us).
         self._decoded = {} if decoded is None else decoded
 
+    def remember(self, key: bytes, blob: bytes, node: Node) -> None:
+        """`node` is what `blob` decodes to."""
+        if len(self._decoded) >= DECODED_CACHE:
+            self._decoded.clear()
+        self._decoded[(key, id(blob))] = (blob, node)
+
     def _node(self, key: bytes, blob: bytes) -> Node:
-        hit = self._decoded.get(key)
+        # By key and blob: an update compares a node's old and new versions (the entry holds
+        # the blob, so its id is not reused while the entry lives).
+        hit = self._decoded.get((key, id(blob)))
         if hit is not None and hit[0] is blob:
             return hit[1]
         node = decode_node(blob, blob_owner(blob, key, self.keys_of.origin))
         if len(self._decoded) >= DECODED_CACHE:
             self._decoded.clear()
-        self._decoded[key] = (blob, node)
+        self._decoded[(key, id(blob))] = (blob, node)
         return node
 
     # -- bytes ------------------------------------------------------------------------------
@@ -425,6 +433,10 @@ class CompactZone(Zone):
             old = self.nodes.get(name)
             node = node or None
             blobs[key] = None if node is None else encode_node(name, node, key, origin)
+            if node is not None:
+                # The node as given is what decoding the new blob would make (a Zone keeps
+                # the nodes it is given too): no decoding the apex again after every update.
+                nodes.remember(key, blobs[key], node)
             record_count += _records(node) - _records(old)
             if (old is None) != (node is None):
                 step = 1 if node is not None else -1

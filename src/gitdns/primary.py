@@ -20,6 +20,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ from gitdns.zone import Zone
 from gitdns.zonecache import ZONE_CACHE, ZoneCache
 
 log = logging.getLogger("gitdns.primary")
+SWITCH_INTERVAL = 0.0005
 
 
 @dataclass
@@ -441,6 +443,9 @@ class Primary:
         # The loaded zones live as long as the server: keep the cyclic collector from walking
         # them again and again (an update on a 1.2M-record zone costs 5x more without this).
         gc.freeze()
+        # Folds, pushes and journal writes run in threads; by default a thread keeps the GIL
+        # for 5 ms before the loop may answer again, which stalls every query in flight.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         log.info("gitdns primary ready: %d zones from %s", len(self.store.zones), cfg.remote)
         try:
             await self._stop.wait()
