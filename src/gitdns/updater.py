@@ -183,9 +183,9 @@ class Updater:
                               group[0].seq, group[-1].seq, origin)
                     continue
                 names = {r[0] for e in group for r in (*e.deleted, *e.added)}
-                diff = names_diff(before, served, names)
-                committed = await asyncio.to_thread(self._commit_group, origin, group, before,
-                                                    served, diff)
+                # In the thread too: thousands of names after a burst take a while to compare.
+                committed = await asyncio.to_thread(self._diff_and_commit, origin, group,
+                                                    before, served, names)
                 self.primary.set_source(origin, committed)
                 if not any(e.origin == origin and e.seq > last for e in self.journal.entries):
                     self.git_zone.pop(origin, None)
@@ -204,6 +204,10 @@ class Updater:
         data = self.primary.repo.read_blob(status.source)
         # A big regular file is indexed in a second (bulktext); others by the general loader.
         return bulk_zone_text(data, origin) or parse_zone_fast(data, origin, status.filename)[2]
+
+    def _diff_and_commit(self, origin: dns.name.Name, group: list[Entry], before: Zone,
+                         after: Zone, names: set[dns.name.Name]) -> bytes:
+        return self._commit_group(origin, group, before, after, names_diff(before, after, names))
 
     def _commit_group(self, origin: dns.name.Name, group: list[Entry], before: Zone,
                       after: Zone, diff: ZoneDiff) -> bytes:
