@@ -256,12 +256,27 @@ class Primary:
         if self.workers is not None:
             self.workers.on_source(origin, source)
 
+    @staticmethod
+    def _reload_change(old: RepositoryState, state: RepositoryState, report: LoadReport):
+        """A reload that changed one zone, with its difference worked out: the fast path keeps
+        what does not depend on the changed names, as after an update (a reload of a big zone
+        would otherwise send every question to the reference path at once)."""
+        if len(report.loaded) != 1 or report.dropped or old.zones.keys() != state.zones.keys():
+            return None
+        origin = report.loaded[0]
+        early = report.diffs.get(origin)
+        previous, new = old.zones.get(origin), state.zones.get(origin)
+        if early is None or previous is None or new is None or early[0] is not previous \
+                or early[1].new_serial != new.serial:
+            return None
+        return origin, previous, new, changed_names(previous, new, early[1])
+
     def install(self, state: RepositoryState, report: LoadReport) -> None:
         """On the loop: swap the new version in, remember history, tell the secondaries."""
         old = self.state
         files = self._files_read.pop(id(state), None)
         state, bumps = self._raise_unchanged_serials(old, state, report)
-        self._set_state(state)
+        self._set_state(state, self._reload_change(old, state, report))
         if self.workers is not None:
             if files is None:  # not read by _read_repo: what the state says it was made of
                 files = {s.filename: s.source for s in state.status.values() if s.zone}
