@@ -29,7 +29,7 @@ from gitdns.compactzone import CompactNames, CompactZone
 
 log = logging.getLogger("gitdns.zones")
 
-FORMAT = 1
+FORMAT = 1  # bump when compactzone's blob format or what an entry holds changes
 ZONE_CACHE = "zonecache"  # its folder in the data directory
 _OBJECT_ID = re.compile(rb"[0-9a-f]{40}|[0-9a-f]{64}")
 #: Smaller zones parse faster than the cache would pay for its disk.
