@@ -8,7 +8,6 @@ import dns.name
 import pytest
 
 from gitdns.bulktext import bulk_zone_text
-from gitdns.diff import apply_diff
 from gitdns.fastload import parse_zone_fast
 from gitdns.zonefile import parse_zone
 from gitdns.zonetext import F_OWNER, written
@@ -16,9 +15,8 @@ from tests.test_zonetext import (
     ORIGIN,
     big_zone,
     both,
-    contents,
     lease_diffs,
-    random_diff,
+    run_sequence,
     styled_zone,
 )
 
@@ -35,18 +33,7 @@ def run(text: str, origin: dns.name.Name, rnd: random.Random, steps: int) -> boo
         assert zt._flags[e] == written(general._etext(e), general._flags[e] & F_OWNER)
         assert zt._owner[e] == general._owner[e] and zt._rd[e] == general._rd[e]
     assert len(zt._flags) == len(general._flags) and zt._soa == general._soa
-    zone = parse_zone(text, origin)[0]
-    for _ in range(steps):
-        diff = random_diff(zone, rnd)
-        if diff is None:
-            break
-        want, got = both(text, origin, diff, zt)
-        assert got == want, (text, diff)
-        if got[0] == "refused":
-            break
-        text = got[1]
-        zone = apply_diff(zone, diff)
-        assert contents(parse_zone(text, origin)[0]) == contents(zone)
+    run_sequence(text, origin, rnd, steps, zt)
     return True
 
 

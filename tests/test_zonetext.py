@@ -309,9 +309,12 @@ def random_diff(zone: Zone, rnd: random.Random) -> ZoneDiff | None:
     return None
 
 
-def run_sequence(text: str, origin: dns.name.Name, rnd: random.Random, steps: int) -> int:
-    """Apply `steps` random diffs both ways, comparing every step; returns the number applied."""
-    zone, _w, zt = parse_zone_fast(text, origin)
+def run_sequence(text: str, origin: dns.name.Name, rnd: random.Random, steps: int,
+                 zt=None) -> int:
+    """Apply `steps` random diffs both ways, comparing every step; returns the number applied.
+    `zt`: the index to edit through (default: the one parse_zone_fast builds)."""
+    zone, _w, fast_zt = parse_zone_fast(text, origin)
+    zt = zt or fast_zt
     applied = 0
     for _ in range(steps):
         diff = random_diff(zone, rnd)
