@@ -616,9 +616,15 @@ class _Plan:
                     self._set_ttl(e, added[key])
                 else:
                     self.deleted.add(e)
-        # Every line of a touched RRset says the TTL the new zone gives it.
-        self.touched = {(name_key(n), rd.rdtype, rd.covers())
-                        for n, _t, rd in diff.deleted + diff.added}
+        # Every line of a touched RRset says the TTL the new zone gives it. The diff's records
+        # are grouped by RRset once: a fold of a thousand updates touches a thousand RRsets.
+        self.by_rrset: dict[RRsetKey, tuple[list[Record], list[Record]]] = {}
+        for which, records in ((0, diff.deleted), (1, diff.added)):
+            for record in records:
+                rd = record[2]
+                t = (name_key(record[0]), rd.rdtype, rd.covers())
+                self.by_rrset.setdefault(t, ([], []))[which].append(record)
+        self.touched = set(self.by_rrset)
         self.new_rrsets = {t: self._new_rrset(t) for t in self.touched}
         for t in self.touched:
             k, rdtype, covers = t
@@ -647,19 +653,14 @@ class _Plan:
 
     def _new_rrset(self, t: RRsetKey) -> tuple[int, list] | None:
         """The RRset `diff.apply_diff` makes: deletions, then additions (the least TTL)."""
-        k, rdtype, covers = t
+        rdtype = t[1]
         old = self._old_rrset(t)
         ttl, items = (old[0], list(old[1])) if old else (0, [])
-
-        def mine(n: dns.name.Name, rd: dns.rdata.Rdata) -> bool:
-            return (rd.rdtype, rd.covers()) == (rdtype, covers) and name_key(n) == k
-
-        for n, _t, rd in self.diff.deleted:
-            if mine(n, rd) and rd in items:
+        deleted, added = self.by_rrset.get(t, ((), ()))
+        for _n, _t, rd in deleted:
+            if rd in items:
                 items.remove(rd)
-        for n, add_ttl, rd in self.diff.added:
-            if not mine(n, rd):
-                continue
+        for _n, add_ttl, rd in added:
             if not items or add_ttl < ttl:
                 ttl = add_ttl
             if dns.rdatatype.is_singleton(rdtype) and items:
@@ -977,6 +978,15 @@ class _Plan:
             old = zt._records(e)
             if got != old:
                 affected |= {(name_key(n), rd.rdtype, rd.covers()) for n, _t, rd in old + got}
+        read_by_key: dict[NameKey, set[int]] = {}
+        for e, got in reads.items():
+            for n, _t, _r in got:
+                read_by_key.setdefault(name_key(n), set()).add(e)
+        inserted_by_key: dict[NameKey, list[tuple[tuple, list[Record]]]] = {}
+        for anchor, lines in self.insertions.items():
+            base = (zt._n0, 1 << 62) if anchor == _END else zt._pos(anchor)
+            for j, (_line, rec) in enumerate(lines):
+                inserted_by_key.setdefault(name_key(rec[0]), []).append((base + (j + 1,), [rec]))
         for t in affected:
             if t == soa_key:
                 _n, soa_ttl, soa = self.diff.new_soa
@@ -985,24 +995,25 @@ class _Plan:
                 want = self.new_rrsets[t]
             else:
                 want = self._old_rrset(t)
-            if not _same_rrset(self._edited_rrset(t, reads), want):
+            if not _same_rrset(self._edited_rrset(t, reads, read_by_key, inserted_by_key),
+                               want):
                 return False
         return True
 
-    def _edited_rrset(self, t: RRsetKey, reads: dict[int, list[Record]]) -> tuple[int, list] | None:
-        """(TTL, rdatas) of an RRset as the edited text holds it."""
+    def _edited_rrset(self, t: RRsetKey, reads: dict[int, list[Record]],
+                      read_by_key: dict[NameKey, set[int]],
+                      inserted_by_key: dict[NameKey, list[tuple[tuple, list[Record]]]],
+                      ) -> tuple[int, list] | None:
+        """(TTL, rdatas) of an RRset as the edited text holds it (`read_by_key` and
+        `inserted_by_key`: the entries read back and the lines inserted, by owner key)."""
         zt = self.zt
         k = t[0]
         held: list[tuple[tuple, list[Record]]] = []
         entries = {e for e in zt._entries(k) if e not in self.deleted}
-        entries |= {e for e, got in reads.items() if any(name_key(n) == k for n, _t, _r in got)}
+        entries |= read_by_key.get(k, set())
         for e in entries:
             held.append((zt._pos(e) + (0,), reads[e] if e in reads else zt._records(e)))
-        for anchor, lines in self.insertions.items():
-            base = (zt._n0, 1 << 62) if anchor == _END else zt._pos(anchor)
-            for j, (_line, rec) in enumerate(lines):
-                if name_key(rec[0]) == k:
-                    held.append((base + (j + 1,), [rec]))
+        held.extend(inserted_by_key.get(k, ()))
         return _rrset_of(t, held)
 
     def _settle(self, reads: dict[int, list[Record]]) -> bool:
