@@ -158,8 +158,16 @@ class _Scanner:
     # -- the scan ------------------------------------------------------------------------------
 
     def scan(self, text: str) -> tuple[CompactZone, list[str]]:
-        """Every line, in one loop that keeps the common case short (one owner's records are
-        gathered in a run and joined into its blob when the owner changes)."""
+        """The zone of a whole file, checked."""
+        self.scan_lines(text)
+        return self._finish(), []
+
+    def scan_lines(self, text: str) -> None:
+        """Every line into `table` (key -> blob, each owner's records checked and in dnspython's
+        order), `targets`, `cuts` and `record_count`, without the zone-level checks of
+        `_finish`: `bulkdelta` parses a few lines of a file this way. One loop that keeps the
+        common case short (one owner's records are gathered in a run and joined into its blob
+        when the owner changes)."""
         types = _TYPES
         ttls = self.ttls
         table = self.table
@@ -328,7 +336,6 @@ class _Scanner:
         if run_key is not None:
             self._flush(run_key, run, run_types)
         self.record_count = count
-        return self._finish(), []
 
     def _opened(self, line: str) -> tuple[list[str], list[str] | None]:
         """A line with parentheses: its tokens, or (None, the tokens so far) when the statement
