@@ -66,20 +66,47 @@ def key_labels(key: bytes) -> tuple[bytes, ...]:
     return tuple(out)
 
 
-def encode_node(name: dns.name.Name, node: Node, key: bytes, origin: dns.name.Name) -> bytes:
-    """The blob of one node (see the module docstring)."""
+def encode_node(name: dns.name.Name, node: Node, key: bytes, origin: dns.name.Name,
+                old: tuple[bytes, Node] | None = None) -> bytes:
+    """The blob of one node (see the module docstring). `old`: a blob and the node it decodes
+    to; the RRsets `node` shares with it (the same objects) are copied as bytes, not encoded
+    again (an update at the apex changes the SOA and keeps the NS and MX RRsets)."""
     if name.labels == key_labels(key) + origin.labels:
         parts = [b"\x00"]
     else:
         owner = name.to_wire()
         parts = [b"\x01", bytes((len(owner),)), owner]
-    for rrset in node.values():
+    spans = _type_spans(old[0]) if old is not None else None
+    for rrkey, rrset in node.items():
+        if spans is not None and rrkey[0] != _RRSIG and old[1].get(rrkey) is rrset:  # type: ignore[index]
+            span = spans.get(rrkey[0])
+            if span is not None:
+                parts.append(old[0][span[0] : span[1]])  # type: ignore[index]
+                continue
         ttl = rrset.ttl
         for rd in rrset:
             data = rd.to_wire()
             parts.append(_HEAD.pack(rrset.rdtype, rrset.rdclass, ttl, len(data)))
             parts.append(data)
     return b"".join(parts)
+
+
+def _type_spans(blob: bytes) -> dict[int, tuple[int, int]]:
+    """rdtype -> (start, end) of its records in `blob`, for types whose records are together."""
+    spans: dict[int, tuple[int, int]] = {}
+    split: set[int] = set()
+    last = None
+    for rdtype, _ttl, start, end in iter_records(blob):
+        if rdtype == last:
+            spans[rdtype] = (spans[rdtype][0], end)
+        elif rdtype in spans:
+            split.add(rdtype)
+        else:
+            spans[rdtype] = (start - 10, end)
+        last = rdtype
+    for rdtype in split:
+        del spans[rdtype]
+    return spans
 
 
 def records_start(blob: bytes) -> int:
@@ -430,9 +457,11 @@ class CompactZone(Zone):
             key = keys_of.key(name)
             if key is None:
                 raise ValueError(f"{name} is not inside the zone {origin}")
-            old = self.nodes.get(name)
+            old_blob = nodes.raw(key)
+            old = None if old_blob is None else nodes._node(key, old_blob)
             node = node or None
-            blobs[key] = None if node is None else encode_node(name, node, key, origin)
+            blobs[key] = None if node is None else encode_node(
+                name, node, key, origin, None if old is None else (old_blob, old))
             if node is not None:
                 # The node as given is what decoding the new blob would make (a Zone keeps
                 # the nodes it is given too): no decoding the apex again after every update.

@@ -78,10 +78,16 @@ def names_diff(old: Zone, new: Zone, names: Iterable[dns.name.Name]) -> ZoneDiff
     before: set[Record] = set()
     after: set[Record] = set()
     for name in names:
-        for zone, out in ((old, before), (new, after)):
-            for rrset in (zone.nodes.get(name) or {}).values():
-                if rrset.rdtype != dns.rdatatype.SOA:
-                    out.update((rrset.name, rrset.ttl, rd) for rd in rrset)
+        was = old.nodes.get(name) or {}
+        now = new.nodes.get(name) or {}
+        for key in was.keys() | now.keys():
+            a, b = was.get(key), now.get(key)
+            if a is b or key[0] == dns.rdatatype.SOA:
+                continue  # the same RRset object: nothing to compare (hashing rdatas is dear)
+            if a is not None:
+                before.update((a.name, a.ttl, rd) for rd in a)
+            if b is not None:
+                after.update((b.name, b.ttl, rd) for rd in b)
     return ZoneDiff(
         soa_record(old),
         soa_record(new),

@@ -122,13 +122,13 @@ def apply_update(
     summary: list[str] = []
     for rr in changes:
         summary.extend(_apply_change(work, rr))
-    if not work.changed():
+    if not work.changes():
         return UpdateResult(dns.rcode.NOERROR, None, None)
 
     old_soa = zone.soa[0]
     new_soa_rrset = work.get(zone.origin, (_SOA, 0))
     assert new_soa_rrset is not None  # an SOA is never deleted
-    if new_soa_rrset[0] == old_soa:
+    if new_soa_rrset[0] is old_soa or new_soa_rrset[0] == old_soa:
         serial = serial_increase(zone.serial, serial_policy, today)
         bumped = dns.rrset.RRset(zone.origin, _IN, _SOA)
         bumped.add(old_soa.replace(serial=serial), new_soa_rrset.ttl)
@@ -359,15 +359,15 @@ class _WorkingCopy:
         return {n: node for n, node in self.touched.items()
                 if not _same_node(self.old.nodes.get(n, {}), node)}
 
-    def changed(self) -> bool:
-        return bool(self.changes())
-
     def zone(self) -> Zone:
         return self.old.with_changes(self.changes())
 
 
 def _same_node(a: dict[RRsetKey, dns.rrset.RRset], b: dict[RRsetKey, dns.rrset.RRset]) -> bool:
-    return a.keys() == b.keys() and all(a[k] == b[k] and a[k].ttl == b[k].ttl for k in a)
+    # `is` first: an untouched RRset is the same object, and comparing RRsets hashes every
+    # rdata (its wire form), the better part of an update's cost at the apex.
+    return a.keys() == b.keys() and all(
+        a[k] is b[k] or (a[k] == b[k] and a[k].ttl == b[k].ttl) for k in a)
 
 
 def _apply_change(work: _WorkingCopy, rr: _RR) -> Iterator[str]:
