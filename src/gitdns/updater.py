@@ -50,13 +50,18 @@ PUSH_RETRY_MAX = 60.0
 # Pushes carry no durability (the journal does), and each one makes dulwich walk the history:
 # during a burst of updates one push a second carries every commit made in between.
 PUSH_MIN_INTERVAL = 1.0
-# Likewise a fold: each commit compresses the whole zone file into a new blob, so during a burst
-# one fold every half second takes every update answered in between (one commit listing each).
+# Likewise a fold: each commit compresses the whole zone file into a new blob, so at most one
+# fold every half second takes every update answered in between (one commit listing each).
 FOLD_MIN_INTERVAL = 0.5
 # A fold or push of a big zone costs about a second of CPU (the whole file is rendered, hashed
 # and compressed into a new blob); waiting BUSY_FACTOR times as long before the next keeps them
 # under a fifth of a core, for answering queries and updates, whatever the zone's size.
 BUSY_FACTOR = 4.0
+# And both wait for a pause in the updates: a burst (DHCP, ACME for many names) is answered at
+# the speed of the journal, and folded into one commit when it ends. The journal makes every
+# answered update durable meanwhile; git and the remote get it at most FOLD_MAX_DELAY later.
+UPDATES_QUIET = 0.2
+FOLD_MAX_DELAY = 10.0
 
 
 def default_committer() -> bytes:
@@ -89,6 +94,7 @@ class Updater:
         self.git_zone: dict[dns.name.Name, Zone] = {}  # the version git has, while entries wait
         self.installed: dict[dns.name.Name, int] = {}  # journal number of the served version
         self.texts: dict[dns.name.Name, tuple[bytes, ZoneText]] = {}  # blob id -> indexed text
+        self.last_update = 0.0  # (monotonic) when the last update was answered
 
     # -- UPDATE --------------------------------------------------------------------------------
 
@@ -133,8 +139,19 @@ class Updater:
             self.primary.install_zone(origin, result.zone, None, result.diff)
         log.info("UPDATE of %s by %s from %s accepted (journal %d), serial %d: %s", origin_text,
                  keyname, peer, entry.seq, result.zone.serial, ", ".join(result.summary))
+        self.last_update = time.monotonic()
         self._fold_wanted.set()
         return core.reply(job.query, dns.rcode.NOERROR, job.request)
+
+    async def _after_the_burst(self, since: float) -> None:
+        """Return once no update came for UPDATES_QUIET seconds, or FOLD_MAX_DELAY after `since`
+        (a fold or push is the whole zone file's worth of work: not in the middle of a burst)."""
+        while True:
+            now = time.monotonic()
+            wait = min(self.last_update + UPDATES_QUIET, since + FOLD_MAX_DELAY) - now
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
 
     # -- folding the journal into git ------------------------------------------------------------
 
@@ -142,6 +159,7 @@ class Updater:
         """Fold durable journal entries into git commits whenever there are some."""
         while True:
             await self._fold_wanted.wait()
+            await self._after_the_burst(time.monotonic())
             self._fold_wanted.clear()
             try:
                 started = time.monotonic()
@@ -323,6 +341,7 @@ class Updater:
             await self._push_wanted.wait()
             self._push_wanted.clear()
             while True:
+                await self._after_the_burst(time.monotonic())
                 ahead = await asyncio.to_thread(gitwrite.ahead_of_remote, repo)
                 if not ahead:
                     break
