@@ -12,7 +12,7 @@ import pytest
 
 from gitdns import core
 from gitdns import zone as zone_module
-from gitdns.compactzone import CompactZone, decode_node, encode_node, name_key
+from gitdns.compactzone import CompactZone, decode_node, encode_node, name_key, rdata_wire
 from gitdns.diff import zone_diff
 from gitdns.fastpath import FastPath
 from gitdns.store import ZoneSet
@@ -75,6 +75,14 @@ def test_a_blob_round_trips_every_rrset_of_the_corpus():
         for name, node in zone.nodes.items():
             key = name_key(name.labels, olen)
             assert decode_node(encode_node(name, node, key, zone.origin), name) == node
+
+
+def test_rdata_wire_is_dnspythons_for_every_record_of_the_corpus():
+    for zone in ZONES.values():
+        for _name, node in zone.nodes.items():
+            for rrset in node.values():
+                for rd in rrset:
+                    assert rdata_wire(rd) == rd.to_wire()
 
 
 def test_a_blob_made_from_an_older_one_is_the_blob_made_afresh():

@@ -42,7 +42,11 @@ from gitdns.zone import _GONE, Node, Zone, _target_changes, _up_to, layered
 
 _SOA, _NS, _RRSIG = dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.RRSIG
 _IN = dns.rdataclass.IN
+_MX = dns.rdatatype.MX
+_NAME_ONLY = frozenset({dns.rdatatype.NS, dns.rdatatype.CNAME, dns.rdatatype.PTR,
+                        dns.rdatatype.DNAME})
 _HEAD = struct.Struct("!HHIH")  # type, class, TTL, rdata length
+_SOA_TIMES = struct.Struct("!IIIII")
 DECODED_CACHE = 4096  # decoded nodes kept per zone (all its versions together)
 
 
@@ -66,6 +70,25 @@ def key_labels(key: bytes) -> tuple[bytes, ...]:
     return tuple(out)
 
 
+def _name_wire(name: dns.name.Name) -> bytes:
+    return b"".join([bytes((len(label),)) + label for label in name.labels])
+
+
+def rdata_wire(rd: dns.rdata.Rdata) -> bytes:
+    """`rd.to_wire()` (uncompressed, names as written), by hand for the types an update writes
+    most: dnspython's writer makes a Name object for every suffix of every name it writes (an
+    SOA cost 70 us, the better part of encoding an apex after each update)."""
+    rdtype = rd.rdtype
+    if rdtype == _SOA and rd.mname.is_absolute() and rd.rname.is_absolute():
+        return (_name_wire(rd.mname) + _name_wire(rd.rname)
+                + _SOA_TIMES.pack(rd.serial, rd.refresh, rd.retry, rd.expire, rd.minimum))
+    if rdtype in _NAME_ONLY and rd.target.is_absolute():
+        return _name_wire(rd.target)
+    if rdtype == _MX and rd.exchange.is_absolute():
+        return rd.preference.to_bytes(2, "big") + _name_wire(rd.exchange)
+    return rd.to_wire()
+
+
 def encode_node(name: dns.name.Name, node: Node, key: bytes, origin: dns.name.Name,
                 old: tuple[bytes, Node] | None = None) -> bytes:
     """The blob of one node (see the module docstring). `old`: a blob and the node it decodes
@@ -85,7 +108,7 @@ def encode_node(name: dns.name.Name, node: Node, key: bytes, origin: dns.name.Na
                 continue
         ttl = rrset.ttl
         for rd in rrset:
-            data = rd.to_wire()
+            data = rdata_wire(rd)
             parts.append(_HEAD.pack(rrset.rdtype, rrset.rdclass, ttl, len(data)))
             parts.append(data)
     return b"".join(parts)
