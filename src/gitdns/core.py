@@ -31,6 +31,7 @@ import dns.rdatatype
 import dns.renderer
 import dns.wire
 
+from gitdns.ack import ack_wire
 from gitdns.answer import lookup
 from gitdns.keys import Key, KeyStore
 from gitdns.store import ZoneSet
@@ -209,6 +210,9 @@ def _update(state: ServerState, query: dns.message.Message, request: Request,
 def reply(query: dns.message.Message, rcode: int = dns.rcode.NOERROR, request: Request = Request(),
           aa: bool = True) -> bytes:
     """A bare reply to `query` (signed with its key if it was signed): NOTIFY and UPDATE acks."""
+    wire = ack_wire(query, rcode, aa)
+    if wire is not None:
+        return wire
     response = _response(query)
     response.set_rcode(rcode)
     if aa and rcode == dns.rcode.NOERROR:
