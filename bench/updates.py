@@ -306,6 +306,45 @@ def thread_ticks(pid: int) -> tuple[int, int]:
     return main, other
 
 
+def wait_pushed(bare: Path, origin: str, prefix: str, expected: int, most: float = 90.0) -> float:
+    """Seconds until the remote's zone file holds `expected` names starting with `prefix`
+    (gitdns folded the burst into git and pushed it), polled, at most `most`."""
+    started = time.monotonic()
+    while time.monotonic() - started < most:
+        text = subprocess.run(["git", "--git-dir", str(bare), "show", f"main:{origin}"],
+                              capture_output=True, timeout=60).stdout
+        if text.count(b"\n" + prefix.encode() + b"-") >= expected:
+            break
+        time.sleep(0.25)
+    return time.monotonic() - started
+
+
+def process_ticks(pid: int) -> int:
+    """CPU ticks (user + system) of process `pid`, all its threads, ended ones included."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    return 0
+
+
+def wait_idle(pid: int, quiet: float = 1.0, most: float = 60.0) -> float:
+    """Wait until process `pid` used under 5% of a CPU for `quiet` seconds (at most `most`);
+    the seconds waited. Between bursts: the work a server leaves for later (gitdns's folds and
+    pushes, BIND's and Knot's journal and zone-file writes) must not land on the next server's
+    burst, which shares its core."""
+    started = time.monotonic()
+    hz = os.sysconf("SC_CLK_TCK")
+    last, since = process_ticks(pid), time.monotonic()
+    while time.monotonic() - started < most:
+        time.sleep(0.1)
+        now = process_ticks(pid)
+        if now - last > 0.05 * hz * (time.monotonic() - since) + 1:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return time.monotonic() - started
+
+
 @contextlib.contextmanager
 def cpu_sampler(pid: int, every: float = 1.0):
     """Samples (time, main-thread ticks, other-thread ticks) every `every` s while it runs."""
@@ -338,6 +377,7 @@ class SizeResult:
     timeline: dict[str, tuple[Stream, list]] = field(default_factory=dict)
     commits: int | None = None  # gitdns's commits (folds) pushed for the timeline's updates
     bursts: dict[tuple[str, int], list[tuple[float, float | None]]] = field(default_factory=dict)
+    pushed: list[float] = field(default_factory=list)  # gitdns: burst end to the remote having it
 
 
 def measure_size(args, size: str, servers: list[str], work: Path) -> SizeResult:
@@ -360,6 +400,7 @@ def measure_size(args, size: str, servers: list[str], work: Path) -> SizeResult:
                     s = asyncio.run(stream(peers[name].port, origin, 1, f"t-{name}",
                                            seconds=args.timeline))
                 result.timeline[name] = (s, samples)
+                wait_idle(pid)
                 if name == "gitdns":
                     result.commits = pushed_commits(work / name / "zones.git") - 1
                 lat = s.latencies()
@@ -376,10 +417,17 @@ def measure_size(args, size: str, servers: list[str], work: Path) -> SizeResult:
                     lat = s.latencies()
                     rate = len(s.done) / (s.ended - s.started)
                     result.bursts.setdefault((name, clients), []).append((rate, pct(lat, 0.99)))
+                    pushed = ""
+                    if name == "gitdns":
+                        took = wait_pushed(work / name / "zones.git", origin,
+                                           f"r{r}c{clients}-{name}", len(s.done))
+                        result.pushed.append(took)
+                        pushed = f"; in the git remote {took:.1f} s after the burst"
+                    idle = wait_idle(peers[name].proc.pid)
                     print(f"  round {r + 1}, {clients} client(s), {name}: {rate:.0f}/s, p99 "
                           f"{ms(pct(lat, 0.99))} ms ({len(s.done)} updates"
                           + (f", {len(s.errors)} errors: {s.errors[0]}" if s.errors else "")
-                          + ")", flush=True)
+                          + f"){pushed}; then idle after {idle:.1f} s", flush=True)
     finally:
         for peer in peers.values():
             peer.stop()
@@ -414,7 +462,11 @@ def size_report(args, servers: list[str], results: list[SizeResult]) -> list[str
         f"{args.updates} updates (at most {args.burst_seconds:.0f} s), {args.rounds} "
         "interleaved round(s), medians (every round in brackets). Knot runs twice: with its "
         "default `zonefile-sync: 0` (the zone file rewritten after every change) and with "
-        "`zonefile-sync: -1` (changes kept in its journal only, as BIND until it dumps).", "",
+        "`zonefile-sync: -1` (changes kept in its journal only, as BIND until it dumps). "
+        "After each burst the bench waits until gitdns's git remote holds every update of it "
+        "(gitdns folds a burst into git once updates pause, then pushes), then until that "
+        "server is idle (under 5% of a CPU for 1 s; for BIND and Knot: their journal and "
+        "zone-file writes), so no server's deferred work lands on the next one's burst.", "",
         "| zone records | clients | server | updates/s | vs BIND | vs Knot | vs Knot, "
         "zonefile-sync -1 | p99 ms | load s |", "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -434,6 +486,11 @@ def size_report(args, servers: list[str], results: list[SizeResult]) -> list[str
                              f"({each}) | {vs(name, 'bind')} | {vs(name, 'knot')} | "
                              f"{vs(name, 'knot-journal')} | {ms(p99)} | "
                              f"{res.load[name]:.1f} |")
+    for res in results:
+        if res.pushed:
+            lines.append(f"\n{res.records} records: gitdns's remote had each burst "
+                         f"{statistics.median(res.pushed):.1f} s after its last update "
+                         f"(median; {min(res.pushed):.1f} to {max(res.pushed):.1f} s).")
     if args.timeline:
         lines += ["", f"The first {args.timeline:.0f} s of updates after the load (one client, "
                   "back to back; for gitdns this includes the first fold of the journal into "
