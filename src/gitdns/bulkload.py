@@ -319,8 +319,8 @@ class _Scanner:
                             blob = b"".join(run)
                             if setdefault(run_key, blob) is not blob:
                                 self._flush(run_key, run, run_types)  # the owner came before
-                            elif len(run_key) > 1 + run_key[0]:
-                                deep.append(run_key)
+                            elif run_key and len(run_key) > 1 + run_key[0]:
+                                deep.append(run_key)  # (the apex's key is empty)
                     run_key = key
                     run = [prefix, record]
                     run_types = [rdtype]
