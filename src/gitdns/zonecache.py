@@ -25,7 +25,7 @@ from pathlib import Path
 
 import dns.name
 
-from gitdns.compactzone import CompactNames, CompactZone
+from gitdns.compactzone import CompactNames, CompactNodes, CompactZone
 
 log = logging.getLogger("gitdns.zones")
 
@@ -75,8 +75,7 @@ class ZoneCache:
     def put(self, origin: dns.name.Name, source: bytes, zone: CompactZone,
             warnings: list[str]) -> None:
         """Write the entry in a background thread (the zone is immutable)."""
-        if not self.write or zone.record_count < MIN_RECORDS or \
-                zone.nodes.delta:  # type: ignore[attr-defined]
+        if not self.write or zone.record_count < MIN_RECORDS:
             return
         threading.Thread(target=self._write, args=(origin, source, zone, warnings),
                          name="zone-cache", daemon=True).start()
@@ -89,7 +88,11 @@ class ZoneCache:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             names: CompactNames = zone.names  # type: ignore[assignment]
-            item = (FORMAT, origin.to_wire(), zone.nodes.table,  # type: ignore[attr-defined]
+            nodes: CompactNodes = zone.nodes  # type: ignore[assignment]
+            # A version made from its previous one (bulkdelta) is a shared table seen through
+            # a layer of changes: the entry holds every node.
+            table = dict(nodes.raw_items()) if nodes.delta else nodes.table
+            item = (FORMAT, origin.to_wire(), table,
                     dict(names.counts), list(zone.cuts.keys),  # type: ignore[attr-defined]
                     zone.record_count, zone.signed,
                     [(n.to_wire(), c) for n, c in zone.referrers().items()],
