@@ -67,3 +67,27 @@ def test_the_repository_loader_reads_the_compiled_copy_without_the_file(tmp_path
     second, report = load_repository(files, read, None, cache)
     assert len(reads) == 1 and report.loaded == [ORIGIN]
     same(second.zones[ORIGIN], first.zones[ORIGIN])
+
+
+def test_after_a_restart_from_the_compiled_copy_a_new_version_loads_from_its_changes(
+        tmp_path, monkeypatch, caplog):
+    from gitdns import repository
+    from gitdns.repository import load_zone
+
+    monkeypatch.setattr(zonecache, "MIN_RECORDS", 10)
+    monkeypatch.setattr(repository, "_DELTA_MIN_BYTES", 0)
+    old = "".join(workload.big_zone_lines(3000))
+    new = old.replace("2024010101", "2024010102", 1) + "added A 192.0.2.77\n"
+    blobs = {blob_id(t.encode()): t.encode() for t in (old, new)}
+    cache = ZoneCache(tmp_path)
+    first, _ = load_repository({workload.BIG_ORIGIN: blob_id(old.encode())}, blobs.__getitem__,
+                               None, cache)
+    wait_written(cache, ORIGIN, blob_id(old.encode()))
+    restarted, report = load_repository({workload.BIG_ORIGIN: blob_id(old.encode())},
+                                        blobs.__getitem__, None, cache)
+    assert report.loaded == [ORIGIN]
+    with caplog.at_level("INFO", logger="gitdns.zones"):
+        later, _ = load_repository({workload.BIG_ORIGIN: blob_id(new.encode())},
+                                   blobs.__getitem__, restarted, cache)
+    assert "as a change of serial 2024010101" in caplog.text
+    same(later.zones[ORIGIN], load_zone(new.encode(), ORIGIN, workload.BIG_ORIGIN)[0])

@@ -208,11 +208,11 @@ def _load_one(
     cache: ZoneCache | None = None,
 ) -> ZoneStatus:
     started = time.monotonic()
-    compiled = cache.get(origin, source) if cache is not None else None
+    compiled = cache.get_entry(origin, source) if cache is not None else None
     how = " (compiled copy)" if compiled is not None else ""
     try:
         if compiled is not None:
-            zone, warnings = compiled
+            zone, warnings, exact = compiled
         else:
             data = read(source)
             change = _load_change(old, data, read, origin)
@@ -223,7 +223,7 @@ def _load_one(
             else:
                 zone, warnings, exact = _load_whole(data, origin, filename)
             if cache is not None and isinstance(zone, CompactZone):
-                cache.put(origin, source, zone, warnings)
+                cache.put(origin, source, zone, warnings, exact and not warnings)
     except ZoneLoadError as e:
         errors = [str(err) for err in e.errors]
         for line in errors:
@@ -249,8 +249,9 @@ def _load_one(
         (time.monotonic() - started) * 1000,
     )
     report.loaded.append(origin)
-    # A compiled copy does not say which loader made it: the next version is loaded whole.
-    exact = compiled is None and exact and not warnings
+    # (A compiled copy says whether the bulk loader made it: after a restart too, the next
+    # version of a big file is loaded from its changed lines.)
+    exact = exact and not warnings
     return ZoneStatus(filename, source, zone, loaded=(source, zone) if exact else None)
 
 

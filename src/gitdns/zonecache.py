@@ -29,7 +29,7 @@ from gitdns.compactzone import CompactNames, CompactNodes, CompactZone
 
 log = logging.getLogger("gitdns.zones")
 
-FORMAT = 1  # bump when compactzone's blob format or what an entry holds changes
+FORMAT = 2  # bump when compactzone's blob format or what an entry holds changes
 ZONE_CACHE = "zonecache"  # its folder in the data directory
 _OBJECT_ID = re.compile(rb"[0-9a-f]{40}|[0-9a-f]{64}")
 #: Smaller zones parse faster than the cache would pay for its disk.
@@ -50,6 +50,14 @@ class ZoneCache:
         return self.directory / f"{origin.to_text()}{source.decode('ascii')}.zone"
 
     def get(self, origin: dns.name.Name, source: bytes) -> tuple[CompactZone, list[str]] | None:
+        """The compiled zone and its warnings, or None."""
+        got = self.get_entry(origin, source)
+        return None if got is None else (got[0], got[1])
+
+    def get_entry(self, origin: dns.name.Name,
+                  source: bytes) -> tuple[CompactZone, list[str], bool] | None:
+        """`get`, and whether the zone is exactly what the bulk loader makes of the file (one
+        record a line: the next version can be loaded from the lines that change)."""
         path = self._path(origin, source)
         if path is None:
             return None
@@ -60,7 +68,7 @@ class ZoneCache:
         try:
             item = marshal.loads(data)
             fmt, origin_wire, table, counts, cuts, records, signed, referrers, outside, \
-                warnings = item
+                warnings, exact = item
             if fmt != FORMAT or origin_wire != origin.to_wire():
                 return None
             zone = CompactZone.build(
@@ -70,18 +78,18 @@ class ZoneCache:
         except Exception as e:  # a damaged entry is a cache miss, never an error
             log.warning("zone cache %s unreadable (%s); parsing the zone file", path, e)
             return None
-        return zone, list(warnings)
+        return zone, list(warnings), bool(exact)
 
     def put(self, origin: dns.name.Name, source: bytes, zone: CompactZone,
-            warnings: list[str]) -> None:
+            warnings: list[str], exact: bool = False) -> None:
         """Write the entry in a background thread (the zone is immutable)."""
         if not self.write or zone.record_count < MIN_RECORDS:
             return
-        threading.Thread(target=self._write, args=(origin, source, zone, warnings),
+        threading.Thread(target=self._write, args=(origin, source, zone, warnings, exact),
                          name="zone-cache", daemon=True).start()
 
     def _write(self, origin: dns.name.Name, source: bytes, zone: CompactZone,
-               warnings: list[str]) -> None:
+               warnings: list[str], exact: bool = False) -> None:
         path = self._path(origin, source)
         if path is None:
             return
@@ -96,7 +104,8 @@ class ZoneCache:
                     dict(names.counts), list(zone.cuts.keys),  # type: ignore[attr-defined]
                     zone.record_count, zone.signed,
                     [(n.to_wire(), c) for n, c in zone.referrers().items()],
-                    [(n.to_wire(), list(a)) for n, a in zone.outside.items()], list(warnings))
+                    [(n.to_wire(), list(a)) for n, a in zone.outside.items()], list(warnings),
+                    exact)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_bytes(marshal.dumps(item))
             os.replace(tmp, path)
