@@ -48,7 +48,7 @@ sub NS ns.sub
 ns.sub A 192.0.2.10
 a.b.c A 192.0.2.11
 Host7 A 192.0.2.12
-host7 AAAA 2001:db8::7
+Host7 AAAA 2001:db8::7
 long 600 IN A 192.0.2.13
 mx2 MX 5 mail
 mx2 TXT "points at mail"
@@ -70,7 +70,7 @@ POOL = [  # lines an edit may add: most fine, some breaking a rule, some not for
     "srv{n} SRV 1 2 3 missing",
     "mail A 192.0.2.{n}",
     "Mail TXT case{n}",
-    "host7 TXT seven{n}",
+    "Host7 TXT seven{n}",
     "x.sub A 192.0.2.{n}",
     "x.sub TXT below",
     "sub2 NS ns1",
@@ -193,7 +193,7 @@ def test_random_edits_with_the_base_moving():
         made += try_change(text, new_text)
         if load_compact(new_text.encode(), ORIGIN) is not None:
             text = new_text
-    assert made > 50
+    assert made > 40  # (an owner spelt two ways, as "Mail" beside "mail", stops the chain)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -279,7 +279,9 @@ def test_moved_lines_keep_the_full_loads_order():
     assert try_change(HAND, txt_first)
     # The owner's case comes from its first line.
     assert try_change(HAND, HAND.replace("Host7 A 192.0.2.12\n", "") + "Host7 A 192.0.2.12\n")
-    assert try_change(HAND, HAND.replace("Host7 A 192.0.2.12\n", "host7 A 192.0.2.12\n"))
+    assert try_change(HAND, HAND.replace("Host7 ", "host7 "))
+    # An owner spelt two ways is the general loader's (one spelling per RRset there).
+    assert not try_change(HAND, HAND.replace("Host7 A ", "host7 A "))
 
 
 def test_names_counts_and_cuts_come_through():

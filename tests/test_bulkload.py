@@ -90,3 +90,14 @@ def test_a_parenthesised_soa_and_comments_are_read_here():
             "@ IN SOA ns1.example.test. h ( 2024 ; serial\n   3600 600 86400\n   60 )\n"
             "@ NS ns1\nns1 A 192.0.2.1 ; the server\n\n  AAAA ::1\n")
     assert check(text)
+
+
+@pytest.mark.parametrize("records", [
+    "www MX 10 mail\nWWW A 192.0.2.2\n",  # in one run
+    "www MX 10 mail\nother A 192.0.2.3\nWWW A 192.0.2.2\n",  # the owner again, later
+])
+def test_an_owner_spelt_in_two_cases_is_left_to_the_general_loader(records):
+    text = ("$TTL 300\n@ SOA ns hostmaster 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\n"
+            "mail A 192.0.2.9\n" + records)
+    assert general(text, ORIGIN) is not None
+    assert load_compact(text.encode(), ORIGIN, "f") is None
