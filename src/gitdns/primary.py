@@ -5,7 +5,8 @@ Rules this module keeps:
   so a reload never stops answering: the old version answers until the new one is swapped in.
 - Pulls run one at a time; every request for one (SIGHUP, NOTIFY, poll) is served by a pull
   that started after it arrived, so none is lost and a burst costs one or two pulls.
-- Every zone change (and the start) is announced by NOTIFY to the zone's secondaries.
+- Every zone change (and the start) is announced by NOTIFY to the zone's secondaries, once
+  every worker serves it.
 - With `workers` > 1, N-1 worker processes answer beside this one on SO_REUSEPORT sockets
   (workers.py); every version installed here is sent to them, and an UPDATE or a NOTIFY is
   acknowledged only once they all serve the version it made.
@@ -327,6 +328,20 @@ class Primary:
                 {o: z.serial for o, z in bumped.items()})
 
     def notify_secondaries(self, origin: dns.name.Name) -> None:
+        if self.workers is not None:
+            # A secondary asks for the SOA as soon as it is told: a worker still serving the
+            # version before would answer the old serial, and the secondary would wait for its
+            # next refresh. So the workers serve the new version first.
+            self._spawn(self._notify_when_in_step(origin))
+            return
+        self._notify_now(origin)
+
+    async def _notify_when_in_step(self, origin: dns.name.Name) -> None:
+        assert self.workers is not None
+        await self.workers.sync()
+        self._notify_now(origin)
+
+    def _notify_now(self, origin: dns.name.Name) -> None:
         zone = self.store.zones.get(origin)
         if zone is None:
             return

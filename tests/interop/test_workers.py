@@ -185,3 +185,36 @@ def test_worker_dies_with_a_killed_main(served):
         probe.bind(("127.0.0.1", port))
     finally:
         probe.close()
+
+
+def test_a_notified_secondary_finds_the_new_serial_on_every_port(tmp_path):
+    """NOTIFY goes out once the workers serve the new version: a secondary that asks for the
+    SOA the moment it is told (as BIND and Knot do) gets the new serial from every process."""
+    repo = make_git_repo(tmp_path / "repo", {"example.test": ZONE})
+    secondary = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    secondary.bind(("127.0.0.1", 0))
+    secondary.settimeout(10)
+    port = free_port()
+    log = tmp_path / "gitdns.log"
+    peer = start_gitdns(repo, port, tmp_path / "data",
+                        ["--workers", "2", "--notify", "explicit", "--also-notify",
+                         f"127.0.0.1:{secondary.getsockname()[1]}"],
+                        zones=["example.test"], log_path=log)
+    try:
+        _wait(lambda: "worker 1 ready" in log.read_text(), 20, "the worker to serve")
+        for serial in range(11, 17):
+            (repo / "example.test").write_text(ZONE.replace(" 10 3600", f" {serial} 3600"))
+            _git(repo, "commit", "-qam", f"serial {serial}")
+            os.kill(peer.proc.pid, signal.SIGHUP)
+            while True:  # NOTIFYs of older serials may still be retransmitted
+                wire, sender = secondary.recvfrom(65535)
+                notify = dns.message.from_wire(wire)
+                secondary.sendto(dns.message.make_response(notify).to_wire(), sender)
+                if notify.answer and notify.answer[0][0].serial == serial:
+                    break
+            serials = {r.answer[0][0].serial
+                       for r in ask_from_ports(port, "example.test.", "SOA", count=20)}
+            assert serials == {serial}
+    finally:
+        peer.stop()
+        secondary.close()
