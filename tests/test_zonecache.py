@@ -91,3 +91,18 @@ def test_after_a_restart_from_the_compiled_copy_a_new_version_loads_from_its_cha
                                    blobs.__getitem__, restarted, cache)
     assert "as a change of serial 2024010101" in caplog.text
     same(later.zones[ORIGIN], load_zone(new.encode(), ORIGIN, workload.BIG_ORIGIN)[0])
+
+
+def test_a_held_cache_writes_only_once_released(tmp_path, monkeypatch):
+    # At start the primary holds the writes until it answers (marshalling holds the GIL).
+    monkeypatch.setattr(zonecache, "MIN_RECORDS", 10)
+    data = "".join(workload.big_zone_lines(3000)).encode()
+    zone, warnings = load_compact(data, ORIGIN)
+    cache = ZoneCache(tmp_path / "cache", held=True)
+    cache.put(ORIGIN, blob_id(data), zone, warnings)
+    assert not any(t.name == "zone-cache" for t in threading.enumerate())
+    assert cache.get(ORIGIN, blob_id(data)) is None
+    for thread in cache.release():
+        thread.join(30)
+    same(cache.get(ORIGIN, blob_id(data))[0], zone)
+    assert cache.release() == []  # nothing held any more: later entries are written at once

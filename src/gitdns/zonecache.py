@@ -39,9 +39,13 @@ MIN_RECORDS = 50_000
 class ZoneCache:
     """Compiled zones in one directory (the data directory's `zonecache/`)."""
 
-    def __init__(self, directory: Path, write: bool = True):
+    def __init__(self, directory: Path, write: bool = True, held: bool = False):
         self.directory = Path(directory)
         self.write = write  # False: read only (the workers read what the main wrote)
+        # Held: entries wait for `release()`. At start, marshalling a big zone holds the GIL
+        # for a few hundred ms, and the first answers come first.
+        self._held: list[tuple] | None = [] if held else None
+        self._lock = threading.Lock()
 
     def _path(self, origin: dns.name.Name, source: bytes) -> Path | None:
         """`<origin>.<blob id>.zone`; None for a source that is not a git object id."""
@@ -85,8 +89,22 @@ class ZoneCache:
         """Write the entry in a background thread (the zone is immutable)."""
         if not self.write or zone.record_count < MIN_RECORDS:
             return
+        with self._lock:
+            if self._held is not None:
+                self._held.append((origin, source, zone, warnings, exact))
+                return
         threading.Thread(target=self._write, args=(origin, source, zone, warnings, exact),
                          name="zone-cache", daemon=True).start()
+
+    def release(self) -> list[threading.Thread]:
+        """Write what was held (the threads writing it), and from now on write at once."""
+        with self._lock:
+            held, self._held = self._held or [], None
+        threads = [threading.Thread(target=self._write, args=args, name="zone-cache",
+                                    daemon=True) for args in held]
+        for thread in threads:
+            thread.start()
+        return threads
 
     def _write(self, origin: dns.name.Name, source: bytes, zone: CompactZone,
                warnings: list[str], exact: bool = False) -> None:
