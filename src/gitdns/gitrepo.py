@@ -24,7 +24,6 @@ from urllib.parse import unquote, urlsplit
 
 import paramiko
 import urllib3.exceptions
-from dulwich import porcelain
 from dulwich.client import (
     FetchPackResult,
     GitClient,
@@ -222,6 +221,8 @@ def _checkout(repo: Repo, commit: bytes) -> None:
     in that clone, and a later dulwich commit writes a tree entry for a missing tree (a corrupt
     commit that would be pushed). Both are repaired here, so the clone is what git would make.
     """
+    from dulwich import porcelain  # here: its imports cost a start 50 ms, and only moves need it
+
     porcelain.reset(repo, "hard", commit)
     tree = repo[commit].tree  # type: ignore[attr-defined]
     gitlinks = [e for e in repo.object_store.iter_tree_contents(tree) if S_ISGITLINK(e.mode)]
