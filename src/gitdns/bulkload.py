@@ -652,6 +652,10 @@ PARALLEL_MIN_BYTES = 8 << 20
 #: The number of processes to scan with (1: the serial scan), instead of every CPU allowed.
 PROCESSES_ENV = "GITDNS_LOAD_PROCESSES"
 _MAX_PROCESSES = 64
+#: Without GITDNS_LOAD_PROCESSES at most this many: the merge in this process is serial, and
+#: each piece's boundary owners cost a check, so more pieces stop paying (and a big host's
+#: dozens of CPUs are not all forked at every load).
+_DEFAULT_MAX_PROCESSES = 8
 _CHILD_TIMEOUT = 120.0  # seconds: a child slower than this is killed and the serial scan used
 # A dump takes about a byte per character of its piece: room for eight, and a megabyte more.
 _SHARED_PER_CHAR = 8
@@ -686,7 +690,7 @@ def _processes(size: int) -> int:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return max(1, min(cpus, _MAX_PROCESSES))
+    return max(1, min(cpus, _DEFAULT_MAX_PROCESSES))
 
 
 def _boundaries(text: str, count: int) -> list[int]:
