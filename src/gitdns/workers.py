@@ -433,6 +433,12 @@ class Worker:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}
         self._connections: dict[int, object] = {}
+        # Messages the main pushes on a connection whose relayed request is not answered yet
+        # (a hidden secondary's NOTIFYs, sent right after the answer to its SOA query): they
+        # wait for that answer, which reaches this process in the same stream just before them
+        # but is written by the request's own task a little later.
+        self._relaying: dict[int, int] = {}
+        self._held_pushes: dict[int, list] = {}
         self._stop = asyncio.Event()
 
     # -- answering -------------------------------------------------------------------------
@@ -462,13 +468,23 @@ class Worker:
                                      if getattr(c, "open", False)}
         log.debug("relaying a request from %s over %s to the main process",
                   request.peer[0] if request.peer else "?", "TCP" if request.tcp else "UDP")
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._waiting[rid] = future
         self._send(("req", rid, wire, request.tcp, request.peer, conn_id))
+        if conn_id is not None:
+            self._relaying[conn_id] = self._relaying.get(conn_id, 0) + 1
         try:
             messages = await asyncio.wait_for(future, RELAY_TIMEOUT)
         finally:
             self._waiting.pop(rid, None)
+            if conn_id is not None:
+                left = self._relaying.pop(conn_id) - 1
+                if left:
+                    self._relaying[conn_id] = left
+                else:
+                    # After this step, in which the caller writes the answer.
+                    loop.call_soon(self._release_pushes, conn_id)
         if not messages:
             return None
         return messages if request.tcp else messages[0]
@@ -563,6 +579,19 @@ class Worker:
             if self.server is not None:
                 await self.server.stop()
 
+    def _push(self, conn_id: int, data) -> None:
+        conn = self._connections.get(conn_id)
+        if conn is None or not getattr(conn, "open", False):
+            self._send(("closed", conn_id))
+        else:
+            conn.send(data)
+
+    def _release_pushes(self, conn_id: int) -> None:
+        if self._relaying.get(conn_id):
+            return  # another relayed request on it: they wait for that one's answer too
+        for data in self._held_pushes.pop(conn_id, []):
+            self._push(conn_id, data)
+
     async def _channel(self, reader: asyncio.StreamReader) -> None:
         from gitdns.net.server import DnsServer, bind_sockets
 
@@ -595,11 +624,10 @@ class Worker:
                 if future is not None and not future.done():
                     future.set_result(message[2])
             elif kind == "push":
-                conn = self._connections.get(message[1])
-                if conn is None or not getattr(conn, "open", False):
-                    self._send(("closed", message[1]))
+                if self._relaying.get(message[1]):
+                    self._held_pushes.setdefault(message[1], []).append(message[2])
                 else:
-                    conn.send(message[2])
+                    self._push(message[1], message[2])
             elif kind == "persist":
                 conn = self._connections.get(message[1])
                 if conn is not None:

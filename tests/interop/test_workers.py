@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import dns.message
+import dns.opcode
 import dns.query
 import dns.rcode
 import dns.tsigkeyring
@@ -218,3 +219,46 @@ def test_a_notified_secondary_finds_the_new_serial_on_every_port(tmp_path):
     finally:
         peer.stop()
         secondary.close()
+
+
+def _frame(s: socket.socket) -> bytes:
+    def exact(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = s.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    return exact(int.from_bytes(exact(2), "big"))
+
+
+def test_a_hidden_secondary_gets_its_answer_before_the_notifies(tmp_path):
+    """A signed SOA query over TCP with a transfer key for `test.` (not served) registers the
+    connection, and the NOTIFY for example.test follows the answer: through the worker too
+    (the main sends the answer and the NOTIFY one after the other; the worker must write them
+    in that order). 60 connections: some land on each process."""
+    watch_key = "watch._transfer.test"
+    watch_secret = base64.b64encode(b"h" * 32).decode()
+    repo = make_git_repo(tmp_path / "repo", {
+        "example.test": ZONE, "_keys": f"{watch_key}. DNSKEY 0 3 163 {watch_secret}\n"})
+    port = free_port()
+    log = tmp_path / "gitdns.log"
+    peer = start_gitdns(repo, port, tmp_path / "data", ["--workers", "2", "--log-level", "debug"],
+                        zones=["example.test"], log_path=log)
+    keyring = dns.tsigkeyring.from_text({watch_key: ("hmac-sha256", watch_secret)})
+    try:
+        _wait(lambda: "worker 1 ready" in log.read_text(), 20, "the worker to serve")
+        for _ in range(60):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                q = dns.message.make_query("test.", "SOA")
+                q.use_tsig(keyring, watch_key, algorithm="hmac-sha256")
+                s.sendall(q.to_wire(prepend_length=True))
+                answer = dns.message.from_wire(_frame(s), keyring=keyring, request_mac=q.mac)
+                assert answer.id == q.id and answer.rcode() == dns.rcode.REFUSED
+                notify = dns.message.from_wire(_frame(s), keyring=keyring)
+                assert notify.opcode() == dns.opcode.NOTIFY
+        assert "relaying a request from 127.0.0.1 over TCP" in log.read_text()
+    finally:
+        peer.stop()
