@@ -20,6 +20,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.tsig
 
+from gitdns.compactzone import name_wire
+
 _HEADER = struct.Struct("!HHHHHH")
 _QUESTION = struct.Struct("!HH")
 _TSIG_HEAD = struct.Struct("!HHIH")  # type, class, TTL, rdata length
@@ -36,7 +38,7 @@ def ack_wire(query: dns.message.Message, rcode: int, aa: bool) -> bytes | None:
         flags |= dns.flags.AA
     question = query.question[0]
     qname = question.name
-    qwire = _name_wire(qname) + _QUESTION.pack(question.rdtype, question.rdclass)
+    qwire = name_wire(qname) + _QUESTION.pack(question.rdtype, question.rdclass)
     if not query.had_tsig:
         return _HEADER.pack(query.id, flags, 1, 0, 0, 0) + qwire
     key = query.keyring
@@ -51,10 +53,6 @@ def ack_wire(query: dns.message.Message, rcode: int, aa: bool) -> bytes | None:
     return (_HEADER.pack(query.id, flags, 1, 0, 0, 1) + qwire
             + _compressed(query.keyname, qname, 12)
             + _TSIG_HEAD.pack(dns.rdatatype.TSIG, dns.rdataclass.ANY, 0, len(rdata)) + rdata)
-
-
-def _name_wire(name: dns.name.Name) -> bytes:
-    return b"".join([bytes((len(label),)) + label for label in name.labels])
 
 
 def _compressed(name: dns.name.Name, earlier: dns.name.Name, offset: int) -> bytes:
@@ -80,7 +78,7 @@ def _compressed(name: dns.name.Name, earlier: dns.name.Name, offset: int) -> byt
 
 def _tsig_rdata(rd) -> bytes:
     """A TSIG rdata's wire form (its algorithm name uncompressed, as RFC 8945 4.2 asks)."""
-    return (_name_wire(rd.algorithm) + struct.pack("!HIH", (rd.time_signed >> 32) & 0xFFFF,
+    return (name_wire(rd.algorithm) + struct.pack("!HIH", (rd.time_signed >> 32) & 0xFFFF,
                                                    rd.time_signed & 0xFFFFFFFF, rd.fudge)
             + struct.pack("!H", len(rd.mac)) + rd.mac
             + struct.pack("!HHH", rd.original_id, rd.error, len(rd.other)) + rd.other)

@@ -70,7 +70,8 @@ def key_labels(key: bytes) -> tuple[bytes, ...]:
     return tuple(out)
 
 
-def _name_wire(name: dns.name.Name) -> bytes:
+def name_wire(name: dns.name.Name) -> bytes:
+    """An absolute name's uncompressed wire form, without dnspython's Name per suffix."""
     return b"".join([bytes((len(label),)) + label for label in name.labels])
 
 
@@ -80,12 +81,12 @@ def rdata_wire(rd: dns.rdata.Rdata) -> bytes:
     SOA cost 70 us, the better part of encoding an apex after each update)."""
     rdtype = rd.rdtype
     if rdtype == _SOA and rd.mname.is_absolute() and rd.rname.is_absolute():
-        return (_name_wire(rd.mname) + _name_wire(rd.rname)
+        return (name_wire(rd.mname) + name_wire(rd.rname)
                 + _SOA_TIMES.pack(rd.serial, rd.refresh, rd.retry, rd.expire, rd.minimum))
     if rdtype in _NAME_ONLY and rd.target.is_absolute():
-        return _name_wire(rd.target)
+        return name_wire(rd.target)
     if rdtype == _MX and rd.exchange.is_absolute():
-        return rd.preference.to_bytes(2, "big") + _name_wire(rd.exchange)
+        return rd.preference.to_bytes(2, "big") + name_wire(rd.exchange)
     return rd.to_wire()
 
 

@@ -42,6 +42,20 @@ NAMED_FATAL = re.compile(
 )
 
 
+def read_frame(sock: socket.socket) -> bytes:
+    """One length-prefixed DNS message from a TCP socket (ConnectionError once it closes)."""
+    def exact(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("closed")
+            buf += chunk
+        return buf
+
+    return exact(int.from_bytes(exact(2), "big"))
+
+
 def free_port() -> int:
     """A port that is free on 127.0.0.1 for both UDP and TCP right now."""
     for _ in range(50):

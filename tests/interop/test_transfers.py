@@ -7,7 +7,6 @@ import base64
 import re
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from tests.interop.peers import (
     TsigKey,
     free_port,
     make_git_repo,
+    read_frame,
     start_gitdns,
     start_knot_secondary,
     start_named_secondary,
@@ -262,19 +262,6 @@ def test_poll_pulls_on_a_timer(tmp_path):
         wait_for(lambda: serial_at(port) == 4, timeout=10, what="poll to pick up serial 4")
 
 
-def _read_frame(s: socket.socket) -> bytes:
-    def exact(n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = s.recv(n - len(buf))
-            if not chunk:
-                raise EOFError
-            buf += chunk
-        return buf
-
-    return exact(struct.unpack("!H", exact(2))[0])
-
-
 def test_hidden_secondary_gets_notify_on_its_tcp_connection(primary):
     peer, repo, port = primary
     keyring = dns.tsigkeyring.from_text({ROOT.name: (ROOT.algorithm, ROOT.secret)})
@@ -282,16 +269,16 @@ def test_hidden_secondary_gets_notify_on_its_tcp_connection(primary):
         q = dns.message.make_query(".", "SOA")
         q.use_tsig(keyring, ROOT.name, algorithm=dns.tsig.HMAC_SHA512)
         s.sendall(q.to_wire(prepend_length=True))
-        first = _read_frame(s)  # the answer to the SOA query (REFUSED for the root: not ours)
+        first = read_frame(s)  # the answer to the SOA query (REFUSED for the root: not ours)
         assert dns.message.from_wire(first, keyring=keyring, request_mac=q.mac).id == q.id
         # A root key: NOTIFY at once for every zone it covers.
-        hello = dns.message.from_wire(_read_frame(s), keyring=keyring)
+        hello = dns.message.from_wire(read_frame(s), keyring=keyring)
         assert hello.opcode() == dns.opcode.NOTIFY and hello.had_tsig
         assert str(hello.question[0].name) == "example.test."
         # A change pushed and pulled: a NOTIFY arrives on the same connection.
         commit(repo, {"example.test": zone_text(3)})
         dig(port, "+opcode=notify", "-y", NTF.dig, "example.test", "SOA")
-        note = dns.message.from_wire(_read_frame(s), keyring=keyring)
+        note = dns.message.from_wire(read_frame(s), keyring=keyring)
         assert note.opcode() == dns.opcode.NOTIFY and note.answer[0][0].serial == 3
     assert "hidden secondary" in peer.log_text(500)
 

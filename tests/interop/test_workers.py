@@ -22,7 +22,7 @@ import dns.tsigkeyring
 import dns.update
 import pytest
 
-from tests.interop.peers import free_port, make_git_repo, start_gitdns
+from tests.interop.peers import free_port, make_git_repo, read_frame, start_gitdns
 
 KEYNAME = "personal._update.example.test"
 SECRET = base64.b64encode(b"w" * 32).decode()
@@ -221,19 +221,6 @@ def test_a_notified_secondary_finds_the_new_serial_on_every_port(tmp_path):
         secondary.close()
 
 
-def _frame(s: socket.socket) -> bytes:
-    def exact(n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = s.recv(n - len(buf))
-            if not chunk:
-                raise EOFError
-            buf += chunk
-        return buf
-
-    return exact(int.from_bytes(exact(2), "big"))
-
-
 def test_a_hidden_secondary_gets_its_answer_before_the_notifies(tmp_path):
     """A signed SOA query over TCP with a transfer key for `test.` (not served) registers the
     connection, and the NOTIFY for example.test follows the answer: through the worker too
@@ -255,9 +242,9 @@ def test_a_hidden_secondary_gets_its_answer_before_the_notifies(tmp_path):
                 q = dns.message.make_query("test.", "SOA")
                 q.use_tsig(keyring, watch_key, algorithm="hmac-sha256")
                 s.sendall(q.to_wire(prepend_length=True))
-                answer = dns.message.from_wire(_frame(s), keyring=keyring, request_mac=q.mac)
+                answer = dns.message.from_wire(read_frame(s), keyring=keyring, request_mac=q.mac)
                 assert answer.id == q.id and answer.rcode() == dns.rcode.REFUSED
-                notify = dns.message.from_wire(_frame(s), keyring=keyring)
+                notify = dns.message.from_wire(read_frame(s), keyring=keyring)
                 assert notify.opcode() == dns.opcode.NOTIFY
         assert "relaying a request from 127.0.0.1 over TCP" in log.read_text()
     finally:
