@@ -9,6 +9,7 @@ import dns.name
 import pytest
 
 from bench import workload
+from gitdns import bulkload
 from gitdns.bulkload import load_compact
 from gitdns.compactzone import CompactZone
 from gitdns.zonefile import ZoneLoadError, parse_zone
@@ -101,3 +102,47 @@ def test_an_owner_spelt_in_two_cases_is_left_to_the_general_loader(records):
             "mail A 192.0.2.9\n" + records)
     assert general(text, ORIGIN) is not None
     assert load_compact(text.encode(), ORIGIN, "f") is None
+
+
+# Lines for the short branch of plain chunks (`owner A|AAAA address`) and what is next to it:
+# owners seen again (with other types, the same type, a CNAME, another case), blank owners of
+# three tokens, directives and comments that make a chunk not plain, one or two TXT strings.
+PLAIN_LINES = [
+    "h{n} A 192.0.2.{n}", "h{n} AAAA 2001:db8::{n}", "h{n} MX 10 h1", "h{n} TXT \"v=spf1 -all\"",
+    "a{n} CNAME h{n}", "h{n} A 192.0.2.77", "H{n} A 192.0.2.{n}", "  300 A 192.0.2.9",
+    "  A 192.0.2.{n}", "h{n} 300 A 192.0.2.{n}", "h{n} a 192.0.2.{n}", "h{n} A 192.0.2.{n} ; c",
+    "$TTL 600", "h{n} TXT \"a\" \"b\"", "h{n} TXT \"x;y\"", "h{n} A 192.0.2.300", "h{n} A ::1",
+    "h{n} AAAA 2001:db8::{n}", "h{n} A 192.0.2.{n}", "m{n} MX 5 h{n}", "p{n} PTR h{n}",
+    "h{n}.example.test. A 192.0.2.{n}", "*.w A 192.0.2.1", "h{n} A 010.0.0.1", "",
+    "t{n} TXT \"x\" junk", "t{n} TXT \"y\" ; note",
+]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_plain_chunks_read_by_the_short_branch_agree_with_the_general_loader(seed, monkeypatch):
+    # Chunks of a few lines, so that most files have plain chunks and runs across chunks.
+    monkeypatch.setattr(bulkload, "_CHUNK", 1 + seed * 7)
+    rng = random.Random(seed)
+    taken = 0
+    for _ in range(80):
+        lines = [rng.choice(PLAIN_LINES).format(n=rng.randrange(1, 12))
+                 for _ in range(rng.randrange(1, 30))]
+        if rng.random() < 0.5:  # most files without what makes the bulk loader give up
+            lines = [line for line in lines if "300" not in line and "010" not in line
+                     and "A ::1" not in line and "H" not in line[:1] and "MX" not in line]
+        taken += check(HEAD + "\n".join(lines) + "\n")
+    assert taken > 10
+
+
+def test_a_generated_zone_read_in_small_chunks_is_the_same():
+    text = "".join(workload.big_zone_lines(3000))
+    origin = dns.name.from_text(workload.BIG_ORIGIN)
+    whole = load_compact(text.encode(), origin, "f")
+    assert whole is not None
+    for size in (40, 333, 4096):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(bulkload, "_CHUNK", size)
+            again = load_compact(text.encode(), origin, "f")
+            assert check(text, origin)
+        assert again is not None
+        assert again[0].nodes.table == whole[0].nodes.table  # type: ignore[attr-defined]
