@@ -206,35 +206,6 @@ def _where(server: tuple[str, int]) -> str:
 # -- the command -----------------------------------------------------------------------------------
 
 
-def add_parser(sub) -> None:
-    """`gitdns certify` options (kept here so cli.py needs one line per command)."""
-    p = sub.add_parser(
-        "certify", help="get a TLS certificate through DNS (needs gitdns letsencrypt)",
-        description="Makes or reuses a private key, puts a CSR for HOSTNAME into DNS "
-                    "(TLSA 3 255 0 at _letsencrypt._tcp.HOSTNAME) by a signed update, waits for "
-                    "the certificate (TLSA 3 0 0, chain 2 0 0) and writes it. A valid certificate "
-                    "already in DNS for the same key is reused. Exit status: 0 certificate "
-                    "written, 1 failure or timeout, 2 bad usage.")
-    p.add_argument("hostname")
-    p.add_argument("--server", required=True, metavar="ADDR[:PORT]", help="the primary")
-    p.add_argument("--key", required=True,
-                   help="TSIG key allowed to update the zone: NAME:ALG:SECRET or @FILE")
-    p.add_argument("--additional", action="append", default=[], metavar="NAME",
-                   help="another name for the certificate (repeatable)")
-    p.add_argument("--key-file", metavar="FILE",
-                   help="private key (PEM): used if it exists, else made (default: HOSTNAME.key)")
-    p.add_argument("--cert-file", metavar="FILE",
-                   help="where the certificate and chain go (PEM; default: HOSTNAME.pem)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="how long to wait for the certificate (default: 300)")
-    p.add_argument("--force", action="store_true",
-                   help="ask for a new certificate even if DNS holds a valid one")
-    p.add_argument("--type", dest="key_type", choices=["ecdsa", "rsa"], default="ecdsa",
-                   help="type of a new private key (default: ecdsa, P-256)")
-    p.add_argument("--bits", type=int, default=2048, help="size of a new RSA key (default: 2048)")
-    p.set_defaults(func=main)
-
-
 def main(args: argparse.Namespace) -> int:
     from gitdns.cli import _host_port
     from gitdns.keys import KeyError_, read_key_option

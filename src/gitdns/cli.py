@@ -479,6 +479,21 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- certify, letsencrypt ----------------------------------------------------------------------
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    from gitdns import certify
+
+    return certify.main(args)
+
+
+def cmd_letsencrypt(args: argparse.Namespace) -> int:
+    from gitdns import letsencrypt
+
+    return letsencrypt.main(args)
+
+
 # -- the parser ---------------------------------------------------------------------------------
 
 
@@ -598,11 +613,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algorithm", default="hmac-sha256")
     p.set_defaults(func=cmd_keygen)
 
-    # Certificates through DNS (issue 8): each module defines its sub-command's options.
-    from gitdns import certify, letsencrypt
+    # Certificates through DNS (issue 8). Their options are here rather than in certify.py and
+    # letsencrypt.py, whose imports (cryptography's x509, the ACME service) would cost every
+    # start of `serve` 40 ms; each module is imported when its command runs.
+    p = sub.add_parser(
+        "certify", help="get a TLS certificate through DNS (needs gitdns letsencrypt)",
+        description="Makes or reuses a private key, puts a CSR for HOSTNAME into DNS "
+                    "(TLSA 3 255 0 at _letsencrypt._tcp.HOSTNAME) by a signed update, waits for "
+                    "the certificate (TLSA 3 0 0, chain 2 0 0) and writes it. A valid certificate "
+                    "already in DNS for the same key is reused. Exit status: 0 certificate "
+                    "written, 1 failure or timeout, 2 bad usage.")
+    p.add_argument("hostname")
+    p.add_argument("--server", required=True, metavar="ADDR[:PORT]", help="the primary")
+    p.add_argument("--key", required=True,
+                   help="TSIG key allowed to update the zone: NAME:ALG:SECRET or @FILE")
+    p.add_argument("--additional", action="append", default=[], metavar="NAME",
+                   help="another name for the certificate (repeatable)")
+    p.add_argument("--key-file", metavar="FILE",
+                   help="private key (PEM): used if it exists, else made (default: HOSTNAME.key)")
+    p.add_argument("--cert-file", metavar="FILE",
+                   help="where the certificate and chain go (PEM; default: HOSTNAME.pem)")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="how long to wait for the certificate (default: 300)")
+    p.add_argument("--force", action="store_true",
+                   help="ask for a new certificate even if DNS holds a valid one")
+    p.add_argument("--type", dest="key_type", choices=["ecdsa", "rsa"], default="ecdsa",
+                   help="type of a new private key (default: ecdsa, P-256)")
+    p.add_argument("--bits", type=int, default=2048, help="size of a new RSA key (default: 2048)")
+    p.set_defaults(func=cmd_certify)
 
-    certify.add_parser(sub)
-    letsencrypt.add_parser(sub)
+    p = sub.add_parser(
+        "letsencrypt", help="get certificates from an ACME CA for CSRs in DNS (hidden secondary)",
+        description="A hidden secondary of the primary: on every change (NOTIFY on a TCP "
+                    "connection it keeps open) and once a day it finds CSRs at "
+                    "_letsencrypt._tcp.HOST (TLSA 3 255 0) without a valid certificate, solves "
+                    "DNS-01 through signed UPDATEs and stores the certificate as TLSA 3 0 0 "
+                    "and the chain as TLSA 2 0 0.")
+    p.add_argument("--key", required=True,
+                   help="an _update key (NAME:ALG:SECRET or @FILE); its zone is what we serve "
+                        "(a root key: every zone)")
+    p.add_argument("--primary", required=True, metavar="ADDR[:PORT]")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--directory", metavar="URL",
+                       help="ACME directory (default: Let's Encrypt staging)")
+    where.add_argument("--production", action="store_true",
+                       help="use Let's Encrypt's production directory")
+    p.add_argument("--ca-bundle", metavar="FILE",
+                   help="CA certificates to trust for the ACME server's HTTPS")
+    p.add_argument("--email", help="contact address for the ACME account")
+    p.add_argument("--data-dir", help="where the account key is kept (default: the gitdns "
+                   "state directory + /letsencrypt)")
+    p.add_argument("--ns-check", action="append", metavar="ADDR[:PORT]",
+                   help="wait until this server serves the challenge, instead of the zone's "
+                        "name servers on port 53 (repeatable)")
+    p.add_argument("--renew-before", type=float, default=14.0, metavar="DAYS",
+                   help="renew this long before expiry (default: 14)")
+    p.add_argument("--retry-min", type=float, default=60.0, metavar="SECONDS",
+                   help="first wait after a failure; doubles per failure (default: 60)")
+    p.add_argument("--retry-max", type=float, default=3600.0, metavar="SECONDS",
+                   help="longest wait between attempts (default: 3600)")
+    p.add_argument("--propagation-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="how long the name servers may take to serve a challenge (default: 300)")
+    p.add_argument("--log-level", default=argparse.SUPPRESS,
+                   choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_letsencrypt)
     return parser
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import stat
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -22,8 +23,6 @@ from types import TracebackType
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
-import paramiko
-import urllib3.exceptions
 from dulwich.client import (
     FetchPackResult,
     GitClient,
@@ -39,7 +38,7 @@ from dulwich.index import index_entry_from_tree_entry
 from dulwich.objects import S_ISGITLINK, Blob, Commit, Tree
 from dulwich.repo import Repo
 
-from gitdns.sshvendor import RemoteAuth
+from gitdns.sshvendor import RemoteAuth, SSHError
 
 log = logging.getLogger("gitdns.git")
 
@@ -53,17 +52,37 @@ _HEADS = b"refs/heads/"
 _ORIGIN = b"origin"
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ssh": 22, "git+ssh": 22, "git": 9418}
 
-#: What a transport raises when the remote is down, missing, refuses us or talks nonsense.
-#: (paramiko.SSHException covers host key, login and protocol failures over ssh.)
+#: What any transport raises when the remote is down, missing, refuses us or talks nonsense
+#: (SSHError: our host key and login checks over ssh); `_transport_errors` adds the rest.
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     GitProtocolError,
     NotGitRepository,
-    urllib3.exceptions.HTTPError,
     HTTPUnauthorized,
     HTTPProxyUnauthorized,
-    paramiko.SSHException,
+    SSHError,
 )
+#: The modules whose errors a transport also raises, and the error each one's failures share.
+#: They are not imported here: urllib3 (http remotes) and paramiko (ssh, with invoke) cost a start
+#: about 0.15 s, a start with a big zone is measured against BIND's, and dulwich and sshvendor
+#: import them only for a remote that needs them.
+_LAZY_TRANSPORT_ERRORS = (("urllib3.exceptions", "HTTPError"), ("paramiko", "SSHException"))
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The classes to catch around a fetch or push: `_TRANSPORT_ERRORS`, and urllib3's HTTPError
+    and paramiko's SSHException once their modules are loaded.
+
+    Call it in the `except` clause: Python evaluates that tuple only when an exception reaches
+    it, and an exception of a module not loaded by then cannot have been raised, so looking the
+    module up in sys.modules (rather than importing it) misses nothing.
+    """
+    errors = _TRANSPORT_ERRORS
+    for module_name, class_name in _LAZY_TRANSPORT_ERRORS:
+        error = getattr(sys.modules.get(module_name), class_name, None)
+        if isinstance(error, type) and issubclass(error, BaseException):
+            errors += (error,)
+    return errors
 
 
 class GitError(Exception):
@@ -207,7 +226,7 @@ def _fetch(
 
     try:
         result = client.fetch(path, repo, determine_wants=determine_wants, ref_prefix=prefixes)
-    except _TRANSPORT_ERRORS as e:
+    except _transport_errors() as e:
         raise GitError(f"cannot reach git remote {_display(remote)}: {_cause(remote, e)}") from e
     tip = result.refs.get(_HEADS + branch) if branch is not None else None
     return result, tip

@@ -22,18 +22,17 @@ from dulwich.errors import ObjectFormatException
 from dulwich.index import index_entry_from_stat
 from dulwich.objects import ZERO_SHA, Blob, Commit, ShaFile, Tree
 from dulwich.pack import UnpackedObject
-from dulwich.porcelain import DivergedBranches, check_diverged
 from dulwich.refs import check_ref_format
 from dulwich.repo import Repo
 
 from gitdns.gitrepo import (
-    _TRANSPORT_ERRORS,
     GitError,
     GitRepo,
     _cause,
     _checkout,
     _display,
     _short,
+    _transport_errors,
     log,
 )
 
@@ -292,6 +291,18 @@ def _classify_ng(reason: str) -> PushStatus:
     return "rejected" if any(word in low for word in _MOVED) else "unreachable"
 
 
+def check_diverged(repo: Repo, current: bytes, new: bytes) -> None:
+    """Raise dulwich's DivergedBranches unless `new` contains `current` (a fast-forward).
+
+    dulwich.porcelain's, imported at the first push rather than with this module: its imports
+    cost a start 30 ms (a start with a big zone is measured against BIND's), and only a push
+    needs it. A name of this module, so a test can skip the client-side check.
+    """
+    from dulwich.porcelain import check_diverged as porcelain_check_diverged
+
+    porcelain_check_diverged(repo, current, new)
+
+
 def _push_ref(repo: GitRepo, commit: bytes, remote_ref: bytes) -> PushResult:
     """Push `commit` to `remote_ref` on the remote, fast-forward only.
 
@@ -299,6 +310,9 @@ def _push_ref(repo: GitRepo, commit: bytes, remote_ref: bytes) -> PushResult:
     that is slow or down must not stall the commits of new updates (they only add objects, and
     the objects of `commit` never change). The lock is taken again to move the tracking ref.
     """
+    # Here rather than at module import: see `check_diverged`.
+    from dulwich.porcelain import DivergedBranches
+
     where = _display(repo.remote)
     r = Repo(str(repo.path))
     try:
@@ -333,7 +347,7 @@ def _push_ref(repo: GitRepo, commit: bytes, remote_ref: bytes) -> PushResult:
         except GitError as e:
             log.warning("push failed: %s", e)
             return PushResult("unreachable", commit, remote_ref, str(e))
-        except _TRANSPORT_ERRORS as e:
+        except _transport_errors() as e:
             text = f"cannot reach git remote {where}: {_cause(repo.remote, e)}"
             log.warning("push failed: %s", text)
             return PushResult("unreachable", commit, remote_ref, text)

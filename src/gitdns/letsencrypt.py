@@ -722,45 +722,6 @@ def _describe(exc: BaseException) -> str:
 # -- the command -----------------------------------------------------------------------------------
 
 
-def add_parser(sub) -> None:
-    """`gitdns letsencrypt` options (kept here so cli.py needs one line per command)."""
-    p = sub.add_parser(
-        "letsencrypt", help="get certificates from an ACME CA for CSRs in DNS (hidden secondary)",
-        description="A hidden secondary of the primary: on every change (NOTIFY on a TCP "
-                    "connection it keeps open) and once a day it finds CSRs at "
-                    "_letsencrypt._tcp.HOST (TLSA 3 255 0) without a valid certificate, solves "
-                    "DNS-01 through signed UPDATEs and stores the certificate as TLSA 3 0 0 "
-                    "and the chain as TLSA 2 0 0.")
-    p.add_argument("--key", required=True,
-                   help="an _update key (NAME:ALG:SECRET or @FILE); its zone is what we serve "
-                        "(a root key: every zone)")
-    p.add_argument("--primary", required=True, metavar="ADDR[:PORT]")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--directory", metavar="URL",
-                       help="ACME directory (default: Let's Encrypt staging)")
-    where.add_argument("--production", action="store_true",
-                       help="use Let's Encrypt's production directory")
-    p.add_argument("--ca-bundle", metavar="FILE",
-                   help="CA certificates to trust for the ACME server's HTTPS")
-    p.add_argument("--email", help="contact address for the ACME account")
-    p.add_argument("--data-dir", help="where the account key is kept (default: the gitdns "
-                   "state directory + /letsencrypt)")
-    p.add_argument("--ns-check", action="append", metavar="ADDR[:PORT]",
-                   help="wait until this server serves the challenge, instead of the zone's "
-                        "name servers on port 53 (repeatable)")
-    p.add_argument("--renew-before", type=float, default=14.0, metavar="DAYS",
-                   help="renew this long before expiry (default: 14)")
-    p.add_argument("--retry-min", type=float, default=60.0, metavar="SECONDS",
-                   help="first wait after a failure; doubles per failure (default: 60)")
-    p.add_argument("--retry-max", type=float, default=3600.0, metavar="SECONDS",
-                   help="longest wait between attempts (default: 3600)")
-    p.add_argument("--propagation-timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="how long the name servers may take to serve a challenge (default: 300)")
-    p.add_argument("--log-level", default=argparse.SUPPRESS,
-                   choices=["debug", "info", "warning", "error"])
-    p.set_defaults(func=main)
-
-
 def main(args: argparse.Namespace) -> int:
     import sys
 

@@ -6,6 +6,9 @@ Rules this module keeps:
   agent, no ~/.ssh keys: only the key the operator configured is offered.
 - Secrets (private keys, seeds, passwords) never appear in a message or a log; every network wait
   is bounded by a timeout. Configuration errors are ValueErrors raised at load time, not at use.
+- paramiko and cryptography are imported inside the functions that use them, never at module
+  import: they cost a start about 0.1 s (paramiko pulls in invoke), a start with a big zone is
+  measured against BIND's, and only ssh remotes need them.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import paramiko
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dulwich.client import GitClient, SSHGitClient, SSHVendor
+
+if TYPE_CHECKING:
+    import paramiko
 
 log = logging.getLogger("gitdns.git")
 
@@ -47,11 +50,19 @@ _HOST_KEY_ALGORITHMS = (
 )
 
 
-class HostKeyError(paramiko.SSHException):
+class SSHError(Exception):
+    """An ssh connection failed for a reason gitdns words itself (host key, login).
+
+    Not based on paramiko's SSHException (raised for the protocol's own failures), so that this
+    module imports without paramiko; gitrepo catches both.
+    """
+
+
+class HostKeyError(SSHError):
     """The server's host key is not the pinned one (or nothing is pinned): we did not log in."""
 
 
-class LoginError(paramiko.SSHException):
+class LoginError(SSHError):
     """The server does not accept our key (or we have none to offer)."""
 
 
@@ -84,7 +95,12 @@ def load_private_key(spec: str) -> paramiko.PKey:
     """The client key from `--ssh-key`: an OpenSSH private key file (ed25519, RSA or ECDSA,
     unencrypted: the server starts unattended), or the seeds' `ed25519:BASE64` form, which is
     the 32-byte ed25519 private key (seed) in base64, as awa_gen_key prints it."""
+    import paramiko  # here, not at module import: see the rules at the top
+
     if spec.startswith(_SEED_PREFIX) and not os.path.exists(spec):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
         try:
             seed = base64.b64decode(spec[len(_SEED_PREFIX) :], validate=True)
         except binascii.Error:
@@ -131,6 +147,9 @@ def public_key_line(key: paramiko.PKey, comment: str = "gitdns") -> str:
 def ssh_keygen(kind: str = "ed25519", comment: str = "gitdns") -> tuple[str, str]:
     """A new key pair for `gitdns ssh-keygen`: (the private key as an OpenSSH PEM, unencrypted,
     for --ssh-key; the public key line for the git server's authorized_keys)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
     private: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
     if kind == "ed25519":
         private = ed25519.Ed25519PrivateKey.generate()
@@ -223,7 +242,10 @@ class PinnedParamikoVendor(SSHVendor):
         **kwargs: Any,
     ) -> _Connection:
         """Connect, check the host key, log in with our key and run `command` (git-upload-pack
-        or git-receive-pack); anything that goes wrong raises an SSHException or an OSError."""
+        or git-receive-pack); anything that goes wrong raises an SSHError, paramiko's
+        SSHException or an OSError."""
+        import paramiko  # here, not at module import: see the rules at the top
+
         port = port or 22
         user = username or getpass.getuser()
         transport = self._verified_transport(host, port)
@@ -258,6 +280,8 @@ class PinnedParamikoVendor(SSHVendor):
         each other type the server may have is tried once, since the operator may have pinned
         any of the server's keys (the seeds' guide pins ED25519, older setups RSA).
         """
+        import paramiko  # here, not at module import: see the rules at the top
+
         label = _host_label(host, port)
         seen: dict[str, str] = {}  # key type -> fingerprint
         tries: list[str | None] = [self._key_type]
@@ -303,6 +327,8 @@ class PinnedParamikoVendor(SSHVendor):
 
     def _transport(self, host: str, port: int, algorithm: str | None) -> paramiko.Transport:
         """TCP connect and ssh key exchange, every step bounded by the timeout."""
+        import paramiko  # here, not at module import: see the rules at the top
+
         sock = socket.create_connection((host, port), timeout=self.timeout)
         try:
             transport = paramiko.Transport(sock)
