@@ -114,7 +114,7 @@ PLAIN_LINES = [
     "$TTL 600", "h{n} TXT \"a\" \"b\"", "h{n} TXT \"x;y\"", "h{n} A 192.0.2.300", "h{n} A ::1",
     "h{n} AAAA 2001:db8::{n}", "h{n} A 192.0.2.{n}", "m{n} MX 5 h{n}", "p{n} PTR h{n}",
     "h{n}.example.test. A 192.0.2.{n}", "*.w A 192.0.2.1", "h{n} A 010.0.0.1", "",
-    "t{n} TXT \"x\" junk", "t{n} TXT \"y\" ; note",
+    "t{n} TXT \"x\" junk", "t{n} TXT \"y\" ; note", "a{n} A 192.0.2.{n}",
 ]
 
 

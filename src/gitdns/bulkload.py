@@ -246,23 +246,32 @@ class _Scanner:
             plain = (not comments and not parens and pending is None and cur_is_zone
                      and default_ttl is not None and _plain_chunk(chunk))
             if plain:
-                fast_types = {"A": (A, af4, _HEAD.pack(A, 1, default_ttl, 4)),
-                              "AAAA": (AAAA, af6, _HEAD.pack(AAAA, 1, default_ttl, 16))}
+                a_head = _HEAD.pack(A, 1, default_ttl, 4)
+                aaaa_head = _HEAD.pack(AAAA, 1, default_ttl, 16)
             for line in chunk.split("\n"):
                 if plain and len(toks := line.split()) == 3 and (
-                        fixed := fast_types.get(toks[1])) is not None and (
-                        toks[0] == owner_tok
-                        or (len(toks[0]) < 64 and not toks[0].lstrip(_LABEL_CHARS))):
-                    rdtype, family, head = fixed
+                        (word := toks[1]) == "A" or word == "AAAA") and (
+                        (first := toks[0]) == owner_tok
+                        or (len(first) < 64 and not first.lstrip(_LABEL_CHARS))):
                     try:  # dotted quad, decimal, no leading zeros: dnspython's rule too
-                        record = head + inet_pton(family, toks[2])
+                        if word == "A":
+                            rdtype = A
+                            record = a_head + inet_pton(af4, toks[2])
+                        else:
+                            rdtype = AAAA
+                            record = aaaa_head + inet_pton(af6, toks[2])
                     except OSError:
                         raise _NotSure from None
-                    first = toks[0]
-                    if first != owner_tok:
-                        owner_tok = first
-                        key = _LENGTH[len(first)] + first.encode()
-                        prefix = b"\x00"
+                    if first == owner_tok:  # the run goes on (run_key is key, prefix run[0])
+                        if rdtype in run_types or CNAME in run_types:
+                            irregular = True
+                        run.append(record)
+                        run_types.append(rdtype)
+                        count += 1
+                        continue
+                    owner_tok = first
+                    key = _LENGTH[len(first)] + first.encode()
+                    prefix = b"\x00"
                 else:
                     strings = None
                     if pending is not None:
