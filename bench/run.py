@@ -295,6 +295,24 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return rss, peak
 
 
+def settled_memory_kib(pid: int, quiet: float = 1.0, limit: float = 20.0) -> tuple[int, int]:
+    """memory_kib once the process tree has settled: the same processes and an RSS within 1%
+    for `quiet` seconds (at most `limit` seconds). A server with workers starts them after its
+    first answer (gitdns) and a server may write files after it: memory at the first answer
+    would leave them out."""
+    deadline = time.monotonic() + limit
+    last = (len(process_tree(pid)), *memory_kib(pid))
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = (len(process_tree(pid)), *memory_kib(pid))
+        if now[0] != last[0] or abs(now[1] - last[1]) > last[1] / 100:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return last[1], last[2]
+
+
 # --------------------------------------------------------------------------- dnsperf
 
 
@@ -605,8 +623,8 @@ def run_bigzone(args) -> list[str]:
                 peer, took = start(kind, wd / kind, workload.BIG_ORIGIN, zone_file, xfr=True,
                                    timeout=args.timeout, cpus=args.server_cpus)
                 try:
-                    rss, peak = memory_kib(peer.proc.pid)
                     xfr_time, got = axfr(peer.port, workload.BIG_ORIGIN, records + 1)
+                    rss, peak = settled_memory_kib(peer.proc.pid)
                 finally:
                     peer.stop()
                 starts.append(took)
@@ -628,8 +646,11 @@ def run_bigzone(args) -> list[str]:
         "and parses the master file from git (its first start also clones the repository); "
         "\"gitdns serve\" then starts from the compiled copy those starts left, as a restart "
         "does. Start: from exec to the first "
-        "authoritative SOA answer over UDP (polled every 10 ms). Memory: RSS of the server's "
-        "processes once answering (peak in brackets). AXFR: from connect to the last record.",
+        "authoritative SOA answer over UDP (polled every 10 ms). AXFR: from connect to the "
+        "last record, right after the first answer. Memory: RSS of the server's processes "
+        "once settled after the AXFR (the same processes and RSS within 1% for 1 s: gitdns "
+        "starts its workers after its first answer), with the sum of each process's peak "
+        "in brackets.",
         "", "| server | start to first answer | vs BIND | RSS (peak) | vs BIND | AXFR | vs BIND |",
         "|---|---|---|---|---|---|---|",
     ]
