@@ -344,3 +344,17 @@ def test_serve_transfer_uses_the_fast_path(monkeypatch, generated):
     assert isinstance(messages, list) and len(messages) >= 1
     records = received(messages, q, server_q, 65535)
     assert len(records) == compact.record_count + 1  # the SOA twice
+
+
+@pytest.mark.parametrize("limit", [0, 10_000])
+def test_a_big_transfer_is_followed_by_a_trim(monkeypatch, generated, limit):
+    """A transfer of more than BIG_TRANSFER messages asks for its memory back (memory.py)."""
+    _, compact = generated
+    trims = []
+    monkeypatch.setattr(xfrout.memory, "trim_soon", lambda: trims.append(1))
+    monkeypatch.setattr(xfrout, "BIG_TRANSFER", limit)
+    _q, server_q = make_query(compact.origin, signed=False, edns=True)
+    job = core.Deferred("transfer", server_q, None, compact.origin, compact,
+                        core.Request(tcp=True, peer=("192.0.2.53", 5353)))
+    messages = asyncio.run(xfrout.serve_transfer(job, ZoneHistory()))
+    assert trims == ([1] if len(messages) > limit else [])

@@ -17,12 +17,15 @@ from collections.abc import Callable
 import dns.rcode
 import dns.rdatatype
 
-from gitdns import core, transfer
+from gitdns import core, memory, transfer
 from gitdns.diff import ZoneDiff
 from gitdns.history import ZoneHistory
 from gitdns.zone import Zone
 
 log = logging.getLogger("gitdns.transfer")
+
+#: Transfers of more messages than this (of up to 64 KB each) are followed by a trim.
+BIG_TRANSFER = 64
 
 OlderDiffs = Callable[[Zone, int], "list[ZoneDiff] | None"]
 
@@ -52,6 +55,8 @@ async def serve_transfer(job: core.Deferred, history: ZoneHistory,
             zone, diffs, job.query, tcp=job.request.tcp,
             udp_size=core.reply_size(job.query, job.request), now=time.time())))
         kind = f"IXFR from {serial} ({'incremental' if diffs else 'full or current'})"
+    if len(messages) > BIG_TRANSFER:
+        memory.trim_soon()  # the messages' pages back to the system once they are written
     log.info("%s of %s serial %d to %s (%s): %d messages, %.0f ms", kind, zone.origin,
              zone.serial, peer, keyname, len(messages), (time.monotonic() - started) * 1000)
     return messages
