@@ -119,3 +119,18 @@ def test_file_name_that_is_no_domain_name_is_ignored_with_an_error(caplog):
         state, _ = load_repository({bad: f.put("junk")}, f.read)
     assert len(state.zones) == 0
     assert "the file name is not a domain name" in caplog.text
+
+
+def test_a_big_file_is_followed_by_a_trim_and_a_small_one_is_not(monkeypatch):
+    from gitdns import repository
+
+    trims = []
+    monkeypatch.setattr(repository.memory, "trim_soon", lambda: trims.append(1))
+    small = GOOD.format(zone="a.test", serial=1)
+    monkeypatch.setattr(repository, "TRIM_AFTER_BYTES", len(small.encode()) + 1)
+    f = Files()
+    load_repository({"a.test": f.put(small)}, f.read)
+    assert trims == []
+    load_repository({"b.test": f.put(GOOD.format(zone="b.test", serial=10) + "x A 1.2.3.4\n")},
+                    f.read)
+    assert trims == [1]

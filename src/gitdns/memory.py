@@ -12,7 +12,6 @@ never on the event loop, and where there is no glibc it does nothing.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import ctypes.util
 import logging
@@ -53,8 +52,8 @@ def trim() -> bool:
 
 
 def trim_soon(delay: float = TRIM_DELAY) -> None:
-    """From the event loop: trim in a thread `delay` seconds from now, unless a trim is
-    already scheduled (that one will also cover this job)."""
+    """Trim in a thread `delay` seconds from now, unless a trim is already scheduled (that one
+    also covers this job). Callable from the event loop and from worker threads."""
     if _malloc_trim() is None or not _pending.acquire(blocking=False):
         return
 
@@ -66,10 +65,7 @@ def trim_soon(delay: float = TRIM_DELAY) -> None:
         finally:
             _pending.release()
 
-    def start() -> None:
-        threading.Thread(target=run, name="malloc-trim", daemon=True).start()
-
-    try:
-        asyncio.get_running_loop().call_later(delay, start)
-    except RuntimeError:  # no loop running: trim at once, here
-        run()
+    timer = threading.Timer(delay, run)
+    timer.name = "malloc-trim"
+    timer.daemon = True
+    timer.start()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import dns.exception
 import dns.name
 
+from gitdns import memory
 from gitdns.bulkdelta import load_change
 from gitdns.bulkload import load_compact
 from gitdns.compactzone import CompactZone
@@ -35,6 +36,9 @@ log = logging.getLogger("gitdns.zones")
 KEYS_FILE = "_keys"
 #: Smaller files are loaded whole: as quick, and the old file need not be read.
 _DELTA_MIN_BYTES = 1 << 20
+#: A file read of this size or more is followed by a trim (memory.py): loading it made and
+#: freed several times its size in a worker thread's arena.
+TRIM_AFTER_BYTES = 8 << 20
 KEYS_SUFFIX = "._keys"
 
 
@@ -222,6 +226,8 @@ def _load_one(
                        f" (-{change.removed} +{change.added} lines, {change.names} names)")
             else:
                 zone, warnings, exact = _load_whole(data, origin, filename)
+            if len(data) >= TRIM_AFTER_BYTES:
+                memory.trim_soon()  # the file's text and lines, given back once freed
             if cache is not None and isinstance(zone, CompactZone):
                 cache.put(origin, source, zone, warnings, exact and not warnings)
     except ZoneLoadError as e:
