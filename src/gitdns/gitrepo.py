@@ -18,6 +18,7 @@ import stat
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -87,6 +88,29 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 class GitError(Exception):
     """A git operation failed; the message says what the operator should check."""
+
+
+@dataclass
+class WriteTally:
+    """Loose objects written into the clone (and their bytes on disk) since it was opened:
+    housekeeping adds them to its one count of objects/ rather than walking it per commit."""
+
+    objects: int = 0
+    bytes: int = 0
+
+    def add(self, objects: int, nbytes: int) -> None:
+        self.objects += objects
+        self.bytes += nbytes
+
+
+def _configure(repo: Repo) -> Repo:
+    """The object store settings every Repo of the server's clone gets."""
+    # Packs from fetches are fsync'd too: a commit made on top of them must survive a crash.
+    repo.object_store.fsync_object_files = True  # type: ignore[attr-defined]
+    # Fetched packs are written at zlib level 1: a third of the default level's time for a
+    # big zone file (a reload waits for it) and about 15% more bytes; housekeeping repacks.
+    repo.object_store.pack_compression_level = 1  # type: ignore[attr-defined]
+    return repo
 
 
 def _is_local_path(remote: str) -> bool:
@@ -276,12 +300,9 @@ class GitRepo:
         self.path = path
         self.remote = remote
         self.branch = branch
-        # Packs from fetches are fsync'd too: a commit made on top of them must survive a crash.
-        repo.object_store.fsync_object_files = True  # type: ignore[attr-defined]
-        # Fetched packs are written at zlib level 1: a third of the default level's time for a
-        # big zone file (a reload waits for it) and about 15% more bytes; `git gc` repacks.
-        repo.object_store.pack_compression_level = 1  # type: ignore[attr-defined]
-        self._repo: Repo | None = repo
+        self._repo: Repo | None = _configure(repo)
+        #: What gitwrite's commits added as loose objects (housekeeping.py reads it).
+        self.written = WriteTally()
         self._auth = auth or RemoteAuth(timeout=NETWORK_TIMEOUT)
         self._lock = threading.RLock()
 
@@ -534,6 +555,14 @@ class GitRepo:
         """The content of blob `blob_id` (hex)."""
         with self._lock:
             return self._object(blob_id, Blob, "blob").as_raw_string()
+
+    def reopen(self) -> None:
+        """Open the clone afresh, after another program (git repack) changed objects/: the old
+        Repo's pack cache would still name deleted packs and miss new ones."""
+        with self._lock:
+            old = self._open()
+            self._repo = _configure(Repo(str(self.path)))
+            old.close()
 
     def close(self) -> None:
         """Release dulwich's open pack files; safe to call twice."""

@@ -95,20 +95,24 @@ def _loose_path(repo: Repo, sha: bytes) -> str:
     return os.path.join(repo.object_store.path, hexsha[:2], hexsha[2:])  # type: ignore[attr-defined]
 
 
-def _write_objects(repo: Repo, objects: list[ShaFile]) -> None:
+def _write_objects(repo: Repo, objects: list[ShaFile]) -> tuple[int, int]:
     """Add `objects` as loose objects and make them durable (files, their folders, objects/,
-    and objects/pack/ for the packs the new commit builds on)."""
+    and objects/pack/ for the packs the new commit builds on). Returns how many were written
+    and their bytes on disk, for housekeeping's count."""
     store = repo.object_store
     # zlib level 1: a third of level 6's time on a big zone file for 15% more bytes; every
-    # fold writes the whole file anew (git reads any level, and `git gc` repacks).
+    # fold writes the whole file anew (git reads any level, and housekeeping.py repacks).
     store.loose_compression_level = 1  # type: ignore[attr-defined]
     dirs: set[str] = set()
+    written = nbytes = 0
     for obj in objects:
         if obj.id in store:
             continue  # already there, made durable when it was written or fetched
         store.add_object(obj)
         path = _loose_path(repo, obj.id)
         _fsync(path)
+        written += 1
+        nbytes += os.path.getsize(path)
         dirs.add(os.path.dirname(path))
     for d in sorted(dirs):
         _fsync(d)
@@ -118,6 +122,7 @@ def _write_objects(repo: Repo, objects: list[ShaFile]) -> None:
     packs = os.path.join(store.path, "pack")  # type: ignore[attr-defined]
     if os.path.isdir(packs):
         _fsync(packs)
+    return written, nbytes
 
 
 def _fsync_ref(repo: Repo, ref: bytes) -> None:
@@ -253,7 +258,7 @@ def commit_files(
         except ObjectFormatException as e:
             raise GitError(f"cannot commit to {repo.path}: {e}") from e
 
-        _write_objects(r, [*blobs, tree, commit])
+        repo.written.add(*_write_objects(r, [*blobs, tree, commit]))
         subject = message.splitlines()[0] if message else ""
         if not r.refs.set_if_equals(
             ref, parent, commit.id, message=b"commit: " + subject.encode("utf-8")

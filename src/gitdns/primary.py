@@ -36,6 +36,7 @@ from gitdns.diff import zone_diff
 from gitdns.fastpath import FastPath, changed_names
 from gitdns.gitrepo import GitError, GitRepo
 from gitdns.history import ZoneHistory, diffs_from_git
+from gitdns.housekeeping import Housekeeper, Limits
 from gitdns.net.client import send_notify
 from gitdns.net.server import TCP_IDLE_TIMEOUT, DnsServer, ListenAddress, bind_sockets
 from gitdns.notify import notify_message, notify_targets
@@ -99,6 +100,7 @@ class Primary:
         self.fast = FastPath(self.store.zones)
         self.history = ZoneHistory()
         self.repo: GitRepo | None = None
+        self.housekeeper: Housekeeper | None = None  # repacks the clone (housekeeping.py)
         self.server: DnsServer | None = None
         self.watchers: list[_Watcher] = []
         self._stop = asyncio.Event()
@@ -403,6 +405,7 @@ class Primary:
                         if loaded is not None:
                             self.install(*loaded)
                     self.updater.forget_pending()
+                self.updater.tidy()  # a fetch adds a pack
             except Exception:
                 log.exception("reload failed; still serving the previous data")
             self._pulls_done = target
@@ -453,6 +456,8 @@ class Primary:
                     credentials_file=cfg.credentials_file)
             )
             self.install(*await asyncio.to_thread(self._read_repo))
+            # One count of the clone's objects; from here on commits tell it what they add.
+            self.housekeeper = await asyncio.to_thread(Housekeeper, self.repo, Limits.from_env())
             self.updater.open_journal(cfg.data_dir / "journal")
             try:
                 await self.updater.recover()
@@ -476,9 +481,11 @@ class Primary:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         tasks = [asyncio.create_task(self._reloader()), asyncio.create_task(self.updater.pusher()),
-                 asyncio.create_task(self.updater.folder())]
+                 asyncio.create_task(self.updater.folder()),
+                 asyncio.create_task(self.updater.keeper())]
         # Commits a previous run made but could not push (a kill -9, a remote that was down).
         self.updater.kick()
+        self.updater.tidy()  # a clone that a previous run (or version) left unpacked
         if cfg.poll:
             tasks.append(asyncio.create_task(self._poller()))
         # The loaded zones live as long as the server: keep the cyclic collector from walking
@@ -494,6 +501,8 @@ class Primary:
             log.info("stopping")
             for task in [*tasks, *self._tasks]:
                 task.cancel()
+            if self.housekeeper is not None:
+                self.housekeeper.abort()  # a repack under way fails now, losing nothing
             if self.workers is not None:
                 await self.workers.stop()
             try:  # what the journal holds goes to git now rather than at the next start

@@ -9,6 +9,8 @@ Rules this module keeps:
   retried with backoff; a push rejected because the remote moved is replayed, change by change,
   on the remote's newest zone files; a change that cannot be replayed any more (its zone file is
   gone) is kept on a `gitdns/unmerged/...` branch and logged.
+- The clone is repacked (housekeeping.py) when folds, pushes and pulls have made it due, after a
+  burst of updates, never beside a push (which reads objects without the clone's lock) or a write.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ class Updater:
         self.committer = committer or default_committer()
         self._push_wanted = asyncio.Event()
         self._fold_wanted = asyncio.Event()
+        self._tidy_wanted = asyncio.Event()
+        self.push_lock = asyncio.Lock()  # held around a push's network exchange
         self.apply_lock = asyncio.Lock()  # updates one at a time, each on the newest version
         self.journal: Journal
         self.pending: dict[dns.name.Name, Zone] = {}  # newest accepted version, maybe not durable
@@ -213,6 +217,7 @@ class Updater:
                     self.git_zone[origin] = served
             self.journal.mark_folded(last)
         self.kick()
+        self.tidy()
 
     def _indexed_text(self, origin: dns.name.Name, status) -> ZoneText:
         """The zone file's text, indexed for edits; kept between folds (keyed by its blob)."""
@@ -314,6 +319,7 @@ class Updater:
             if committed is not None:
                 self.primary.install_zone(origin, committed.zone, committed.source, None)
         self.kick()
+        self.tidy()
 
     def _commit_bump(self, zone: Zone, status) -> Committed | None:
         repo = self.primary.repo
@@ -346,7 +352,9 @@ class Updater:
                 if not ahead:
                     break
                 started = time.monotonic()
-                result = await asyncio.to_thread(gitwrite.push, repo)
+                async with self.push_lock:  # no repack while the push reads objects
+                    result = await asyncio.to_thread(gitwrite.push, repo)
+                self.tidy()  # a push that failed for long leaves many commits' objects
                 if result.ok:
                     delay = PUSH_RETRY_FIRST
                     log.info("pushed %d commit(s) to the remote", len(ahead))
@@ -369,6 +377,35 @@ class Updater:
                             delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, PUSH_RETRY_MAX)
+
+    # -- housekeeping ----------------------------------------------------------------------------
+
+    def tidy(self) -> None:
+        """Ask the keeper to look whether the clone needs a repack (cheap when it does not)."""
+        self._tidy_wanted.set()
+
+    async def keeper(self) -> None:
+        """Repack the clone whenever housekeeping says it is due; runs for the server's life.
+
+        Between bursts of updates (like a fold), holding the push lock (a push reads the clone
+        through a Repo of its own, without the clone's lock) and the write lock (no fold, pull
+        or replay meanwhile; updates are still answered, the journal keeps them), with every
+        worker process done reading the objects it was sent. The repack itself runs in a
+        thread under the clone's lock, so queries are answered throughout."""
+        while True:
+            await self._tidy_wanted.wait()
+            self._tidy_wanted.clear()
+            housekeeper = self.primary.housekeeper
+            try:
+                if housekeeper is None or await asyncio.to_thread(housekeeper.reason) is None:
+                    continue
+                await self._after_the_burst(time.monotonic())
+                async with self.push_lock, self.primary.write_lock:
+                    if self.primary.workers is not None:
+                        await self.primary.workers.sync()
+                    await asyncio.to_thread(housekeeper.run)
+            except Exception:  # run() logs a failed repack itself; this is a bug's way out
+                log.exception("housekeeping of the git clone failed; the clone is left as it is")
 
     def forget_pending(self) -> None:
         """After the tree moved under a pull or a replay (everything folded first)."""
