@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -53,25 +53,25 @@ def test_a_trim_returns_the_freed_pages_of_a_thread_arena():
     assert before > 80 and after < before - 60, (before, after)
 
 
-def test_trim_soon_runs_one_trim_in_a_thread(monkeypatch):
+def test_trim_soon_runs_one_trim_in_a_thread_after_the_last_call(monkeypatch):
     if memory._malloc_trim() is None:
         pytest.skip("needs glibc's malloc_trim")
-    ran: list[str] = []
+    ran: list[tuple[str, float]] = []
     done = threading.Event()
 
     def fake_trim() -> bool:
-        ran.append(threading.current_thread().name)
+        ran.append((threading.current_thread().name, time.monotonic()))
         done.set()
         return True
 
     monkeypatch.setattr(memory, "trim", fake_trim)
-
-    async def main() -> None:
-        memory.trim_soon(0.01)
-        memory.trim_soon(0.01)  # already scheduled: covered by the first
-        assert await asyncio.to_thread(done.wait, 10)
-
-    asyncio.run(main())
-    assert ran == ["malloc-trim"]
-    assert memory._pending.acquire(timeout=10)  # released after the trim
-    memory._pending.release()
+    first = time.monotonic()
+    memory.trim_soon(0.2)
+    time.sleep(0.1)
+    last = time.monotonic()
+    memory.trim_soon(0.2)  # a second job: the trim moves after it, and stays one
+    assert done.wait(10)
+    time.sleep(0.3)  # (a second trim, wrongly scheduled, would have run by now)
+    assert [name for name, _t in ran] == ["malloc-trim"]
+    assert ran[0][1] >= last + 0.2 > first + 0.2
+    assert memory._due is None

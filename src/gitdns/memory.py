@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import logging
 import threading
+import time
 from functools import cache
 
 log = logging.getLogger("gitdns.memory")
@@ -24,7 +25,8 @@ log = logging.getLogger("gitdns.memory")
 #: then (a transfer's messages once written), and jobs close together share one trim.
 TRIM_DELAY = 0.5
 
-_pending = threading.Lock()  # held while a trim is scheduled or running: one at a time
+_lock = threading.Lock()
+_due: float | None = None  # when the scheduled trim runs (monotonic), None: none scheduled
 
 
 @cache
@@ -52,20 +54,32 @@ def trim() -> bool:
 
 
 def trim_soon(delay: float = TRIM_DELAY) -> None:
-    """Trim in a thread `delay` seconds from now, unless a trim is already scheduled (that one
-    also covers this job). Callable from the event loop and from worker threads."""
-    if _malloc_trim() is None or not _pending.acquire(blocking=False):
+    """Trim in a thread once `delay` seconds have passed since the last call: jobs close
+    together share one trim, which comes after the last of them has freed its memory.
+    Callable from the event loop and from worker threads."""
+    global _due
+    if _malloc_trim() is None:
         return
+    with _lock:
+        start = _due is None
+        _due = time.monotonic() + delay
+    if start:
+        threading.Thread(target=_trim_when_due, name="malloc-trim", daemon=True).start()
 
-    def run() -> None:
-        try:
-            trim()
-        except Exception:  # only memory the system gets back later: never worth a failure
-            log.exception("malloc_trim failed")
-        finally:
-            _pending.release()
 
-    timer = threading.Timer(delay, run)
-    timer.name = "malloc-trim"
-    timer.daemon = True
-    timer.start()
+def _trim_when_due() -> None:
+    global _due
+    while True:
+        with _lock:
+            assert _due is not None
+            wait = _due - time.monotonic()
+            if wait <= 0:
+                _due = None
+                break
+        time.sleep(wait)
+    try:
+        started = time.monotonic()
+        trim()
+        log.debug("malloc_trim took %.1f ms", (time.monotonic() - started) * 1000)
+    except Exception:  # only memory the system gets back later: never worth a failure
+        log.exception("malloc_trim failed")
