@@ -25,6 +25,7 @@ from dulwich.pack import UnpackedObject
 from dulwich.refs import check_ref_format
 from dulwich.repo import Repo
 
+from gitdns.durable import fsync_path
 from gitdns.gitrepo import (
     GitError,
     GitRepo,
@@ -80,16 +81,6 @@ class PushResult:
 # -- durability ---------------------------------------------------------------------------------
 
 
-def _fsync(path: str) -> None:
-    """fsync a file or a directory by path: for a directory this makes the names in it (a new
-    object file, a ref renamed into place) durable, which fsync of the file alone does not."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _loose_path(repo: Repo, sha: bytes) -> str:
     hexsha = sha.decode("ascii")
     return os.path.join(repo.object_store.path, hexsha[:2], hexsha[2:])  # type: ignore[attr-defined]
@@ -110,18 +101,18 @@ def _write_objects(repo: Repo, objects: list[ShaFile]) -> tuple[int, int]:
             continue  # already there, made durable when it was written or fetched
         store.add_object(obj)
         path = _loose_path(repo, obj.id)
-        _fsync(path)
+        fsync_path(path)
         written += 1
         nbytes += os.path.getsize(path)
         dirs.add(os.path.dirname(path))
     for d in sorted(dirs):
-        _fsync(d)
+        fsync_path(d)
     if dirs:
-        _fsync(store.path)  # type: ignore[attr-defined]
+        fsync_path(store.path)  # type: ignore[attr-defined]
     # The parent commit may sit in a pack a fetch renamed into objects/pack/ moments ago.
     packs = os.path.join(store.path, "pack")  # type: ignore[attr-defined]
     if os.path.isdir(packs):
-        _fsync(packs)
+        fsync_path(packs)
     return written, nbytes
 
 
@@ -131,11 +122,11 @@ def _fsync_ref(repo: Repo, ref: bytes) -> None:
     path = os.path.join(repo.controldir(), os.fsdecode(ref))
     if not os.path.exists(path):
         return  # packed only: nothing was written
-    _fsync(path)
+    fsync_path(path)
     top = os.path.abspath(repo.controldir())
     folder = os.path.dirname(os.path.abspath(path))
     while True:
-        _fsync(folder)
+        fsync_path(folder)
         if folder == top or len(folder) <= len(top):
             break
         folder = os.path.dirname(folder)

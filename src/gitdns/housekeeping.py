@@ -28,6 +28,7 @@ from pathlib import Path
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ShaFile
 
+from gitdns.durable import fsync_path
 from gitdns.gitrepo import GitRepo
 
 log = logging.getLogger("gitdns.housekeeping")
@@ -196,14 +197,6 @@ def _git_env() -> dict[str, str]:
     return env
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Housekeeper:
     """Keeps one clone's objects/ small: `reason()` says whether it is time (cheap; any
     thread), `run()` repacks (blocking, minutes at worst: call it in a thread)."""
@@ -353,7 +346,7 @@ class Housekeeper:
             self._git("repack", "-A", "-d", "-q", "-l")
         else:
             self._git("repack", "-q", "-l")  # no -d: nothing is deleted before the fsync below
-        _fsync_dir(self.objects_dir / "pack")
+        fsync_path(self.objects_dir / "pack")
         self._git("prune-packed", "-q")
 
     def _dulwich_repack(self, merge: bool) -> None:
@@ -395,7 +388,7 @@ def _dulwich_pack(store: DiskObjectStore, shas: list[str], pack_dir: Path) -> No
                 yield store[sha.encode()], None
 
     store.add_objects(_Objects())  # type: ignore[arg-type]
-    _fsync_dir(pack_dir)
+    fsync_path(pack_dir)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -25,6 +25,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from gitdns.diff import Record
+from gitdns.durable import fsync_path
 
 log = logging.getLogger("gitdns.journal")
 
@@ -181,7 +182,7 @@ class Journal:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.marker)
-        _fsync_dir(self.marker.parent)
+        fsync_path(self.marker.parent)
         self.folded = seq
         self.entries = [e for e in self.entries if e.seq > seq]
         if not self.entries and not self._pending and not self._flushing:
@@ -189,11 +190,3 @@ class Journal:
 
     def close(self) -> None:
         os.close(self._fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
