@@ -59,7 +59,7 @@ from gitdns.store import ZoneSet
 from gitdns.zone import Zone
 from gitdns.zonefile import parse_zone
 
-from .peers import LOOPBACK, free_port, make_git_repo, start_gitdns, start_named
+from .peers import LOOPBACK, free_port, make_git_repo, read_frame, start_gitdns, start_named
 
 ZONES_DIR = Path(__file__).resolve().parent.parent / "zones"
 CORPUS: dict[str, Path] = {
@@ -330,16 +330,6 @@ CASES = build_cases()
 # --------------------------------------------------------------------------- exchanges
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("connection closed")
-        buf += chunk
-    return buf
-
-
 def udp_exchange(port: int, wire: bytes, timeout: float = QUERY_TIMEOUT) -> bytes | None:
     """Send `wire` over UDP to 127.0.0.1:`port`; the reply with the same id, or None."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -362,9 +352,8 @@ def tcp_exchange(port: int, wire: bytes, timeout: float = QUERY_TIMEOUT) -> byte
     try:
         with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
             sock.sendall(struct.pack("!H", len(wire)) + wire)
-            (length,) = struct.unpack("!H", _recv_exact(sock, 2))
-            return _recv_exact(sock, length)
-    except (OSError, EOFError):
+            return read_frame(sock)
+    except OSError:  # (read_frame's ConnectionError is one)
         return None
 
 
